@@ -1,0 +1,105 @@
+"""ViT encoder and decoder over a grid of patches plus learnable 1D latent tokens (TiTok style).
+
+The encoder reads ``grid*grid`` patch tokens and ``num_latent`` latent tokens with one transformer
+and keeps only the latent tokens: images become a 1D sequence of ``num_latent`` vectors. The decoder
+reads (a prefix of) those latents plus ``grid*grid`` mask tokens and keeps the mask tokens, which
+a head turns into pixels (or proxy-code logits). One-D-Piece, FlexTok and SEED reuse both.
+"""
+
+from __future__ import annotations
+
+import torch
+from einops import rearrange, repeat
+from torch import nn
+
+from zoo.blocks.attention import Transformer
+from zoo.blocks.patch import PatchEmbed, unpatchify
+
+
+class LatentTokenEncoder(nn.Module):
+    """images (B, 3, H, W) + latent tokens (N, width) -> latents (B, N, out_dim).
+
+    The latent token embeddings themselves are owned by the model (``latent_tokens`` in TiTok) and
+    passed in, so that variants can share or extend them.
+    """
+
+    def __init__(self, image_size: int, patch_size: int, width: int, depth: int, num_heads: int,
+                 num_latent: int, out_dim: int, mlp_ratio: float = 4.0):
+        super().__init__()
+        self.grid = image_size // patch_size
+        self.width = width
+        self.num_latent = num_latent
+        scale = width ** -0.5
+        self.patch_embed = PatchEmbed(3, width, patch_size)
+        self.class_embedding = nn.Parameter(scale * torch.randn(1, width))
+        self.positional_embedding = nn.Parameter(scale * torch.randn(self.grid ** 2 + 1, width))
+        self.latent_token_positional_embedding = nn.Parameter(scale * torch.randn(num_latent, width))
+        self.ln_pre = nn.LayerNorm(width)
+        self.transformer = Transformer(width, depth, num_heads, mlp_ratio)
+        self.ln_post = nn.LayerNorm(width)
+        self.conv_out = nn.Conv2d(width, out_dim, kernel_size=1)  # a per-token linear map, conv for key parity
+
+    def forward(self, images: torch.Tensor, latent_tokens: torch.Tensor) -> torch.Tensor:
+        """images: (B, 3, H, W); latent_tokens: (N, width) -> (B, N, out_dim)."""
+        b = images.shape[0]
+        x = self.patch_embed(images)  # (B, grid², width)
+        cls = repeat(self.class_embedding, "1 d -> b 1 d", b=b)
+        x = torch.cat([cls, x], dim=1) + self.positional_embedding
+        latents = repeat(latent_tokens + self.latent_token_positional_embedding, "n d -> b n d", b=b)
+        x = self.ln_pre(torch.cat([x, latents], dim=1))
+        x = self.transformer(x)
+        latents = self.ln_post(x[:, 1 + self.grid ** 2:])  # (B, N, width)
+        latents = self.conv_out(rearrange(latents, "b n d -> b d n 1"))
+        return rearrange(latents, "b d n 1 -> b n d")
+
+
+class LatentTokenDecoder(nn.Module):
+    """latents (B, n, in_dim) with n <= num_latent -> feature map (B, out_channels, H', W').
+
+    head="pixel": a 1x1 conv to patch pixels, unpatchified, then a 3x3 conv: (B, 3, H, W).
+    head="proxy": a 1x1 conv MLP to ``proxy_codes`` logits per patch: (B, proxy_codes, grid, grid),
+    which a pixel decoder turns into an image (TiTok's two-stage design).
+    """
+
+    def __init__(self, image_size: int, patch_size: int, width: int, depth: int, num_heads: int,
+                 num_latent: int, in_dim: int, head: str = "pixel", proxy_codes: int = 1024,
+                 mlp_ratio: float = 4.0):
+        super().__init__()
+        if head not in ("pixel", "proxy"):
+            raise ValueError(f"decoder head must be 'pixel' or 'proxy', got {head!r}")
+        self.grid = image_size // patch_size
+        self.patch_size = patch_size
+        self.num_latent = num_latent
+        self.head = head
+        scale = width ** -0.5
+        self.decoder_embed = nn.Linear(in_dim, width)
+        self.class_embedding = nn.Parameter(scale * torch.randn(1, width))
+        self.positional_embedding = nn.Parameter(scale * torch.randn(self.grid ** 2 + 1, width))
+        self.mask_token = nn.Parameter(scale * torch.randn(1, 1, width))
+        self.latent_token_positional_embedding = nn.Parameter(scale * torch.randn(num_latent, width))
+        self.ln_pre = nn.LayerNorm(width)
+        self.transformer = Transformer(width, depth, num_heads, mlp_ratio)
+        self.ln_post = nn.LayerNorm(width)
+        if head == "pixel":
+            self.ffn = nn.Sequential(nn.Conv2d(width, patch_size * patch_size * 3, kernel_size=1))
+            self.conv_out = nn.Conv2d(3, 3, kernel_size=3, padding=1)
+        else:
+            self.ffn = nn.Sequential(nn.Conv2d(width, 2 * width, kernel_size=1), nn.Tanh(),
+                                     nn.Conv2d(2 * width, proxy_codes, kernel_size=1))
+            self.conv_out = nn.Identity()
+
+    def forward(self, latents: torch.Tensor) -> torch.Tensor:
+        """latents: (B, n, in_dim), n <= num_latent (a prefix of the token sequence)."""
+        b, n, _ = latents.shape
+        x = self.decoder_embed(latents) + self.latent_token_positional_embedding[:n]
+        masks = repeat(self.mask_token, "1 1 d -> b g d", b=b, g=self.grid ** 2)
+        cls = repeat(self.class_embedding, "1 d -> b 1 d", b=b)
+        masks = torch.cat([cls, masks], dim=1) + self.positional_embedding
+        x = self.ln_pre(torch.cat([masks, x], dim=1))
+        x = self.transformer(x)
+        x = self.ln_post(x[:, 1:1 + self.grid ** 2])
+        x = rearrange(x, "b (h w) d -> b d h w", h=self.grid, w=self.grid)
+        x = self.ffn(x)
+        if self.head == "pixel":
+            x = unpatchify(x, self.patch_size)
+        return self.conv_out(x)

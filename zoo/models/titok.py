@@ -1,0 +1,156 @@
+"""TiTok: "An Image is Worth 32 Tokens for Reconstruction and Generation" (Yu et al., 2024).
+
+A ViT encoder reads the image patches together with N learnable latent tokens and keeps only the
+latents, which are projected to a 12-d (or 64-d) space and vector-quantized with l2-normalized
+codes: the image becomes N token ids. A ViT decoder reads the quantized latents plus mask tokens
+for every patch. Two decoder heads exist:
+
+- ``decoder_head="proxy"`` (the two-stage variants titok_s_128 / b_64 / l_32): the decoder
+  predicts, per 16x16 patch, logits over the 1024 codes of a MaskGIT-VQGAN; their softmax weighs
+  the VQGAN codebook (1024x256) and the VQGAN's convolutional decoder renders pixels.
+- ``decoder_head="pixel"`` (the single-stage variants titok_*_vq8k and titok_nano_*): the decoder
+  predicts pixels directly.
+
+Parameter names match the official checkpoints (see ``zoo.convert.titok``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from zoo.blocks import ConvPixelDecoder, LatentTokenDecoder, LatentTokenEncoder
+from zoo.models.base import ImageTokenizer
+from zoo.quantize import VectorQuantizer, VQConfig
+from zoo.registry import register_model
+
+# ViT sizes (width, depth, heads) as in the paper (Table 6 / official configs).
+VIT_SIZES = {
+    "nano": (128, 2, 4),
+    "small": (512, 8, 8),
+    "base": (768, 12, 12),
+    "large": (1024, 24, 16),
+}
+
+
+@dataclass
+class TiTokConfig:
+    """Every size of a TiTok model. Widths/depths/heads default to ViT-S."""
+
+    image_size: int = 256
+    patch_size: int = 16
+    num_tokens: int = 32
+    encoder_width: int = 512
+    encoder_depth: int = 8
+    encoder_heads: int = 8
+    decoder_width: int = 512
+    decoder_depth: int = 8
+    decoder_heads: int = 8
+    mlp_ratio: float = 4.0
+    codebook_size: int = 4096
+    token_dim: int = 12
+    use_cosine: bool = True
+    commitment_weight: float = 0.25
+    ema_decay: float = 0.8
+    decoder_head: str = "pixel"  # "pixel" (single stage) or "proxy" (two stage, MaskGIT-VQGAN decoder)
+    proxy_codes: int = 1024
+    proxy_dim: int = 256
+
+    def __post_init__(self) -> None:
+        if self.image_size % self.patch_size:
+            raise ValueError(f"image_size {self.image_size} must be a multiple of patch_size {self.patch_size}")
+        if self.decoder_head not in ("pixel", "proxy"):
+            raise ValueError(f"decoder_head must be 'pixel' or 'proxy', got {self.decoder_head!r}")
+        if self.decoder_head == "proxy" and self.image_size // self.patch_size * 16 != self.image_size:
+            raise ValueError("the proxy head renders a 16x upsampled grid: use patch_size 16")
+
+
+class TiTok(ImageTokenizer):
+    """images (B, 3, H, W) in [0, 1] <-> ids (B, num_tokens) in [0, codebook_size)."""
+
+    family = "titok"
+    config_class = TiTokConfig
+
+    def __init__(self, config: TiTokConfig, name: str | None = None):
+        super().__init__(config, name)
+        c = config
+        self.latent_tokens = nn.Parameter(c.encoder_width ** -0.5 * torch.randn(c.num_tokens, c.encoder_width))
+        self.encoder = LatentTokenEncoder(c.image_size, c.patch_size, c.encoder_width, c.encoder_depth,
+                                          c.encoder_heads, c.num_tokens, c.token_dim, c.mlp_ratio)
+        self.quantize = VectorQuantizer(VQConfig(dim=c.token_dim, codebook_size=c.codebook_size,
+                                                 use_cosine=c.use_cosine, commitment_weight=c.commitment_weight,
+                                                 ema_decay=c.ema_decay))
+        self.decoder = LatentTokenDecoder(c.image_size, c.patch_size, c.decoder_width, c.decoder_depth,
+                                          c.decoder_heads, c.num_tokens, c.token_dim, head=c.decoder_head,
+                                          proxy_codes=c.proxy_codes, mlp_ratio=c.mlp_ratio)
+        if c.decoder_head == "proxy":
+            self.pixel_quantize = nn.Embedding(c.proxy_codes, c.proxy_dim)
+            self.pixel_decoder = ConvPixelDecoder(z_channels=c.proxy_dim)
+
+    @property
+    def quantizer(self) -> VectorQuantizer:
+        return self.quantize
+
+    @property
+    def num_tokens(self) -> int:
+        return self.config.num_tokens
+
+    def encode_latents(self, images: torch.Tensor) -> torch.Tensor:
+        return self.encoder(images, self.latent_tokens)
+
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        x = self.decoder(latents)
+        if self.config.decoder_head == "proxy":
+            # (B, 1024, 16, 16) logits -> expected VQGAN code vector per position -> pixels
+            x = torch.einsum("bchw,cd->bdhw", x.softmax(dim=1), self.pixel_quantize.weight)
+            x = self.pixel_decoder(x)
+        return x
+
+
+def _titok(encoder: str, decoder: str, **kwargs) -> TiTokConfig:
+    ew, ed, eh = VIT_SIZES[encoder]
+    dw, dd, dh = VIT_SIZES[decoder]
+    return TiTokConfig(encoder_width=ew, encoder_depth=ed, encoder_heads=eh,
+                       decoder_width=dw, decoder_depth=dd, decoder_heads=dh, **kwargs)
+
+
+# -- named variants: numbers only ---------------------------------------------------------------
+# Two-stage variants of the paper: 4096 codes of dim 12, MaskGIT-VQGAN pixel decoder.
+@register_model(TiTok, paper="TiTok-S-128", params_official=83_674_639, pixel_decoder=True)
+def titok_s_128() -> TiTokConfig:
+    return _titok("small", "small", num_tokens=128, decoder_head="proxy")
+
+
+@register_model(TiTok, paper="TiTok-B-64", params_official=204_814_095, pixel_decoder=True)
+def titok_b_64() -> TiTokConfig:
+    return _titok("base", "base", num_tokens=64, decoder_head="proxy")
+
+
+@register_model(TiTok, paper="TiTok-L-32", params_official=641_054_735, pixel_decoder=True)
+def titok_l_32() -> TiTokConfig:
+    return _titok("large", "large", num_tokens=32, decoder_head="proxy")
+
+
+# Single-stage variants (official "vq8k" configs): 8192 codes of dim 64, ViT-L decoder, pixel head.
+@register_model(TiTok, paper="TiTok-BL-64-VQ8k", params_official=390_016_148, pixel_decoder=False)
+def titok_bl64_vq8k() -> TiTokConfig:
+    return _titok("base", "large", num_tokens=64, codebook_size=8192, token_dim=64)
+
+
+@register_model(TiTok, paper="TiTok-BL-128-VQ8k", params_official=390_179_988, pixel_decoder=False)
+def titok_bl128_vq8k() -> TiTokConfig:
+    return _titok("base", "large", num_tokens=128, codebook_size=8192, token_dim=64)
+
+
+@register_model(TiTok, paper="TiTok-SL-256-VQ8k", params_official=330_260_884, pixel_decoder=False)
+def titok_sl256_vq8k() -> TiTokConfig:
+    return _titok("small", "large", num_tokens=256, codebook_size=8192, token_dim=64)
+
+
+# A CPU-sized variant for tests, tutorials and smoke runs: 64x64 images, 32 tokens.
+@register_model(TiTok, paper=None)
+def titok_nano_32() -> TiTokConfig:
+    return _titok("nano", "nano", image_size=64, patch_size=8, num_tokens=32,
+                  codebook_size=1024)
