@@ -118,33 +118,39 @@ def _titok(encoder: str, decoder: str, **kwargs) -> TiTokConfig:
 
 # -- named variants: numbers only ---------------------------------------------------------------
 # Two-stage variants of the paper: 4096 codes of dim 12, MaskGIT-VQGAN pixel decoder.
-@register_model(TiTok, paper="TiTok-S-128", params_official=83_674_639, pixel_decoder=True)
+@register_model(TiTok, paper="TiTok-S-128", params_official=83_674_639, pixel_decoder=True,
+                official_repo="yucornetto/tokenizer_titok_s128_imagenet")
 def titok_s_128() -> TiTokConfig:
     return _titok("small", "small", num_tokens=128, decoder_head="proxy")
 
 
-@register_model(TiTok, paper="TiTok-B-64", params_official=204_814_095, pixel_decoder=True)
+@register_model(TiTok, paper="TiTok-B-64", params_official=204_814_095, pixel_decoder=True,
+                official_repo="yucornetto/tokenizer_titok_b64_imagenet")
 def titok_b_64() -> TiTokConfig:
     return _titok("base", "base", num_tokens=64, decoder_head="proxy")
 
 
-@register_model(TiTok, paper="TiTok-L-32", params_official=641_054_735, pixel_decoder=True)
+@register_model(TiTok, paper="TiTok-L-32", params_official=641_054_735, pixel_decoder=True,
+                official_repo="yucornetto/tokenizer_titok_l32_imagenet")
 def titok_l_32() -> TiTokConfig:
     return _titok("large", "large", num_tokens=32, decoder_head="proxy")
 
 
 # Single-stage variants (official "vq8k" configs): 8192 codes of dim 64, ViT-L decoder, pixel head.
-@register_model(TiTok, paper="TiTok-BL-64-VQ8k", params_official=390_016_148, pixel_decoder=False)
+@register_model(TiTok, paper="TiTok-BL-64-VQ8k", params_official=390_016_148, pixel_decoder=False,
+                official_repo="yucornetto/tokenizer_titok_bl64_vq8k_imagenet")
 def titok_bl64_vq8k() -> TiTokConfig:
     return _titok("base", "large", num_tokens=64, codebook_size=8192, token_dim=64)
 
 
-@register_model(TiTok, paper="TiTok-BL-128-VQ8k", params_official=390_179_988, pixel_decoder=False)
+@register_model(TiTok, paper="TiTok-BL-128-VQ8k", params_official=390_179_988, pixel_decoder=False,
+                official_repo="yucornetto/tokenizer_titok_bl128_vq8k_imagenet")
 def titok_bl128_vq8k() -> TiTokConfig:
     return _titok("base", "large", num_tokens=128, codebook_size=8192, token_dim=64)
 
 
-@register_model(TiTok, paper="TiTok-SL-256-VQ8k", params_official=330_260_884, pixel_decoder=False)
+@register_model(TiTok, paper="TiTok-SL-256-VQ8k", params_official=330_260_884, pixel_decoder=False,
+                official_repo="yucornetto/tokenizer_titok_sl256_vq8k_imagenet")
 def titok_sl256_vq8k() -> TiTokConfig:
     return _titok("small", "large", num_tokens=256, codebook_size=8192, token_dim=64)
 

@@ -1,0 +1,159 @@
+"""The ``zoo`` command: list, tokenize, reconstruct, train (and eval).
+
+    zoo list [PATTERN]
+    zoo tokenize IMAGE... --model NAME_OR_PATH [-o ids.json|ids.npy]
+    zoo reconstruct IMAGE --model NAME_OR_PATH -o out.png
+    zoo train RECIPE [--resume last|CKPT] [--set section.key=value ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from zoo.errors import ZooError
+
+
+def load_model(name_or_path: str, *, revision: str | None = None, random_init: bool = False):
+    """``from_pretrained`` (local dir, checkpoints/, Hub); with ``random_init`` a registered name
+    without weights is built with fresh weights instead (for smoke tests)."""
+    import zoo
+    from zoo.registry import list_models
+
+    if random_init and name_or_path in list_models():
+        logging.getLogger("zoo").warning("%s: using RANDOM weights (--random-init)", name_or_path)
+        return zoo.create(name_or_path).eval()
+    return zoo.from_pretrained(name_or_path, revision=revision)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from zoo.registry import get_config, get_entry, list_models
+
+    names = list_models(args.pattern)
+    if not names:
+        print(f"no model matches {args.pattern!r}", file=sys.stderr)
+        return 1
+    print(f"{'name':<22}{'family':<10}{'tokens':>8}{'vocab':>8}{'input':>7}  paper")
+    for name in names:
+        entry, cfg = get_entry(name), get_config(name)
+        tokens = getattr(cfg, "num_tokens", "-")
+        vocab = getattr(cfg, "codebook_size", "-")
+        size = getattr(cfg, "image_size", "-")
+        print(f"{name:<22}{entry.family:<10}{tokens:>8}{vocab:>8}{size:>7}  {entry.meta.get('paper') or '-'}")
+    return 0
+
+
+def cmd_tokenize(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from zoo.data import load_image
+
+    model = load_model(args.model, revision=args.revision, random_init=args.random_init)
+    rows = {}
+    for path in args.images:
+        image = load_image(path, model.input_size)
+        rows[str(path)] = model.encode(image)[0].tolist()
+    if args.output is None:
+        for path, ids in rows.items():
+            print(json.dumps({"image": path, "ids": ids}))
+        return 0
+    from zoo.io import atomic_path
+
+    out = Path(args.output)
+    with atomic_path(out) as tmp:
+        if out.suffix == ".npy":
+            with open(tmp, "wb") as f:
+                np.save(f, np.asarray(list(rows.values()), dtype=np.int64))
+        else:
+            tmp.write_text(json.dumps({"model": args.model, "vocab_size": model.vocab_size, "ids": rows}) + "\n")
+    print(f"wrote ids of {len(rows)} image(s) to {out}", file=sys.stderr)
+    del torch
+    return 0
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> int:
+    from zoo.data import load_image, save_image
+
+    model = load_model(args.model, revision=args.revision, random_init=args.random_init)
+    image = load_image(args.image, model.input_size)
+    recon = model.decode(model.encode(image))
+    save_image(recon[0], args.output)
+    print(f"wrote {args.output} ({model.num_tokens} tokens)", file=sys.stderr)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from zoo.training.recipe import train
+
+    trainer = train(args.recipe, overrides=args.set, resume=args.resume)
+    metrics = {k: round(float(v), 5) for k, v in trainer.callback_metrics.items()}
+    print(json.dumps({"recipe": str(args.recipe), "global_step": trainer.global_step, "metrics": metrics}))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="zoo", description="The tokenizer zoo: images and audio to token ids and back.")
+    p.add_argument("-v", "--verbose", action="store_true", help="show debug logs and full tracebacks")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("list", help="list the registered models")
+    s.add_argument("pattern", nargs="?", default="*", help="glob, e.g. 'titok*'")
+    s.set_defaults(func=cmd_list)
+
+    def model_args(s: argparse.ArgumentParser) -> None:
+        s.add_argument("--model", required=True, help="local dir, checkpoints/ name, Hub repo id, or registered name")
+        s.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit)")
+        s.add_argument("--random-init", action="store_true", help="allow a registered name with fresh weights")
+
+    s = sub.add_parser("tokenize", help="print or save the token ids of images")
+    s.add_argument("images", nargs="+", type=Path)
+    model_args(s)
+    s.add_argument("-o", "--output", default=None, help="write ids to a .json or .npy file instead of stdout")
+    s.set_defaults(func=cmd_tokenize)
+
+    s = sub.add_parser("reconstruct", help="tokenize an image and decode it back")
+    s.add_argument("image", type=Path)
+    model_args(s)
+    s.add_argument("-o", "--output", required=True, type=Path, help="output image (.png or .jpg)")
+    s.set_defaults(func=cmd_reconstruct)
+
+    s = sub.add_parser("train", help="train a tokenizer from a YAML recipe")
+    s.add_argument("recipe", type=Path)
+    s.add_argument("--resume", default=None, help="'last' (the run's last.ckpt) or a checkpoint path")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe value, e.g. --set trainer.max_steps=100 (repeatable)")
+    s.set_defaults(func=cmd_train)
+
+    _add_optional_commands(sub)
+    return p
+
+
+def _add_optional_commands(sub) -> None:
+    """Commands whose modules may pull extra dependencies register here."""
+    try:
+        from zoo.evaluate import add_eval_args, run_eval_cli
+    except ImportError:
+        return
+    s = sub.add_parser("eval", help="reconstruction metrics (PSNR, SSIM, rFID, pFID, ...) of a tokenizer")
+    add_eval_args(s)
+    s.set_defaults(func=run_eval_cli)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        return args.func(args)
+    except ZooError as e:
+        if args.verbose:
+            raise
+        print(f"zoo {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""Model cards: a README.md with Hub metadata, what the model is, how to use it, and its numbers."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import zoo
+from zoo.registry import get_entry
+from zoo.errors import UnknownModelError
+
+
+def render_model_card(model: Any, *, repo_id: str | None = None, metrics: dict[str, Any] | None = None) -> str:
+    """Markdown model card for ``model`` (a zoo tokenizer). ``metrics``: name -> value, if measured."""
+    try:
+        meta = get_entry(model.name).meta
+    except UnknownModelError:
+        meta = {}
+    load = repo_id or model.name
+    params = model.num_parameters(include_buffers=True)
+    lines = [
+        "---",
+        "library_name: tokenizer-zoo",
+        "tags:", "- image-tokenizer" if model.modality == "image" else "- audio-tokenizer",
+        f"- {model.family}", "- tokenizer-zoo",
+        "license: apache-2.0",
+        "---",
+        "",
+        f"# {model.name}",
+        "",
+        f"A {model.family} {model.modality} tokenizer from the tokenizer zoo (version {zoo.__version__})"
+        + (f", the paper's {meta['paper']}." if meta.get("paper") else "."),
+        "",
+        "## Use",
+        "",
+        "```python",
+        "import zoo",
+        f'model = zoo.from_pretrained("{load}")',
+    ]
+    if model.modality == "image":
+        lines += [f"ids = model.encode(images)      # (B, 3, {model.input_size}, {model.input_size}) in [0, 1] -> "
+                  f"(B, {model.num_tokens}) ids",
+                  "recon = model.decode(ids)       # -> (B, 3, H, W) in [0, 1]"]
+    lines += ["```", "", "## Facts", "", "| | |", "|---|---|",
+              f"| family | {model.family} |",
+              f"| parameters | {params:,} |"]
+    if meta.get("params_official"):
+        lines.append(f"| official parameter count | {meta['params_official']:,} |")
+    if model.modality == "image":
+        lines += [f"| tokens per image | {model.num_tokens} |",
+                  f"| vocabulary | {model.vocab_size} |",
+                  f"| input size | {model.input_size}x{model.input_size} |",
+                  f"| bits per image | {model.bits_per_image:.0f} |"]
+    if metrics:
+        lines += ["", "## Measured", "", "| metric | value |", "|---|---|"]
+        lines += [f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items()]
+    else:
+        lines += ["", "No reconstruction metrics have been measured for these weights yet."]
+    lines += ["", "## Config", "", "```json"]
+    import json
+    lines += [json.dumps(dataclasses.asdict(model.config), indent=2), "```", ""]
+    return "\n".join(lines)

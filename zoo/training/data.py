@@ -1,0 +1,77 @@
+"""Image datasets and the LightningDataModule that feeds image tokenizers."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from zoo.data import list_images, open_rgb, to_tensor
+from zoo.errors import InputError
+
+log = logging.getLogger(__name__)
+
+
+class ImageFolder(Dataset):
+    """Every readable image under ``root`` as (3, size, size) float in [0, 1]."""
+
+    def __init__(self, files: list[Path], size: int, *, train: bool, seed: int = 0):
+        self.files = files
+        self.size = size
+        self.train = train
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(hash((self.seed, self.epoch, i)) % (2 ** 63)) if self.train else None
+        return to_tensor(open_rgb(self.files[i]), self.size, random_crop=self.train, hflip=self.train, generator=g)
+
+
+def readable_images(root: str | Path) -> list[Path]:
+    """Images under ``root`` that PIL can open; unreadable ones are skipped with a warning."""
+    good, bad = [], []
+    for path in list_images(root):
+        try:
+            open_rgb(path)
+            good.append(path)
+        except InputError:
+            bad.append(path)
+    if bad:
+        log.warning("skipping %d unreadable image(s) under %s, e.g. %s", len(bad), root, bad[0])
+    if not good:
+        raise InputError(f"none of the {len(bad)} image files under {root} could be read")
+    return good
+
+
+class ImageDataModule(L.LightningDataModule):
+    """Train/val split of an image folder. ``val_fraction`` of the files (at least 1) go to validation."""
+
+    def __init__(self, root: str, image_size: int, batch_size: int = 8, num_workers: int = 0,
+                 val_fraction: float = 0.1, seed: int = 0):
+        super().__init__()
+        self.root, self.image_size, self.batch_size = root, image_size, batch_size
+        self.num_workers, self.val_fraction, self.seed = num_workers, val_fraction, seed
+        self.train_set: ImageFolder | None = None
+        self.val_set: ImageFolder | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        files = readable_images(self.root)
+        perm = torch.randperm(len(files), generator=torch.Generator().manual_seed(self.seed)).tolist()
+        n_val = max(1, int(round(len(files) * self.val_fraction))) if len(files) > 1 else 0
+        val = [files[i] for i in perm[:n_val]]
+        train = [files[i] for i in perm[n_val:]] or val
+        self.train_set = ImageFolder(train, self.image_size, train=True, seed=self.seed)
+        self.val_set = ImageFolder(val or train, self.image_size, train=False)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, drop_last=len(self.train_set) >=
+                          self.batch_size, num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val_set, batch_size=self.batch_size, num_workers=self.num_workers)

@@ -1,0 +1,124 @@
+"""The LightningModule that trains any image tokenizer of the zoo.
+
+Loss = l1_weight * |x - x̂| + l2_weight * (x - x̂)² + perceptual_weight * LPIPS(x, x̂)
+       + quantizer loss (commitment etc., already weighted by the quantizer)
+       + gan_weight * hinge generator loss (after ``gan_start_step``), with a PatchGAN
+       discriminator trained alongside.
+This is the single-stage recipe; TiTok's two-stage proxy-code recipe needs MaskGIT-VQGAN weights
+that cannot be had offline, so two-stage variants train here end to end on pixels as well.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+from zoo.models.base import ImageTokenizer
+from zoo.training.losses import PatchDiscriminator, hinge_d_loss, hinge_g_loss, make_perceptual
+
+
+class ImageTokenizerModule(L.LightningModule):
+    """Wraps an :class:`ImageTokenizer` (built from ``model_name`` + ``model_overrides`` or passed
+    as ``model``) with its losses, optimizers and logging."""
+
+    def __init__(self, model_name: str | None = None, model_overrides: dict[str, Any] | None = None,
+                 model: ImageTokenizer | None = None, *, lr: float = 1e-4, weight_decay: float = 1e-4,
+                 betas: tuple[float, float] = (0.9, 0.99), warmup_steps: int = 0, lr_schedule: str = "cosine",
+                 l1_weight: float = 1.0, l2_weight: float = 0.0, perceptual_weight: float = 0.0,
+                 perceptual_net: str = "vgg", perceptual_on_missing: str = "skip", gan_weight: float = 0.0,
+                 gan_start_step: int = 0, disc_lr: float | None = None, grad_clip: float | None = 1.0,
+                 latent_perturbation: dict[str, Any] | None = None):
+        super().__init__()
+        self.save_hyperparameters(ignore=["model"])
+        if model is None:
+            if model_name is None:
+                raise ValueError("give model_name (a registered variant) or model")
+            from zoo.registry import create
+            model = create(model_name, **(model_overrides or {}))
+        self.model = model
+        self.perceptual = make_perceptual(perceptual_net, perceptual_on_missing) if perceptual_weight > 0 else None
+        self.discriminator = PatchDiscriminator() if gan_weight > 0 else None
+        self.automatic_optimization = False
+
+    # -- losses -----------------------------------------------------------------------------------
+    def reconstruction_losses(self, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor], Any]:
+        """images (B, 3, H, W) -> total generator loss, named parts, model output."""
+        out = self.model(images)
+        rec = out.reconstruction
+        hp = self.hparams
+        parts = {"l1": F.l1_loss(rec, images), "l2": F.mse_loss(rec, images), "quantizer": out.aux.loss}
+        loss = hp.l1_weight * parts["l1"] + hp.l2_weight * parts["l2"] + out.aux.loss
+        if self.perceptual is not None:
+            parts["perceptual"] = self.perceptual(rec, images)
+            loss = loss + hp.perceptual_weight * parts["perceptual"]
+        if self.discriminator is not None and self.global_step >= hp.gan_start_step:
+            parts["gan_g"] = hinge_g_loss(self.discriminator(rec))
+            loss = loss + hp.gan_weight * parts["gan_g"]
+        return loss, parts, out
+
+    def training_step(self, images: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        opts = self.optimizers()
+        opt_g, opt_d = (opts[0], opts[1]) if isinstance(opts, (list, tuple)) else (opts, None)
+        sched = self.lr_schedulers()
+        loss, parts, out = self.reconstruction_losses(images)
+        opt_g.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        if self.hparams.grad_clip:
+            self.clip_gradients(opt_g, gradient_clip_val=self.hparams.grad_clip, gradient_clip_algorithm="norm")
+        opt_g.step()
+        if sched is not None:
+            (sched[0] if isinstance(sched, list) else sched).step()
+        if opt_d is not None and self.global_step >= self.hparams.gan_start_step:
+            d_loss = hinge_d_loss(self.discriminator(images), self.discriminator(out.reconstruction.detach()))
+            opt_d.zero_grad(set_to_none=True)
+            self.manual_backward(d_loss)
+            opt_d.step()
+            parts["gan_d"] = d_loss
+        self.log("train/loss", loss, prog_bar=True)
+        self.log_dict({f"train/{k}": v.detach() for k, v in parts.items()})
+        stats = {f"train/{k}": v for k, v in out.aux.stats.items()}
+        self.log("train/usage", stats.pop("train/usage"), prog_bar=True)
+        self.log_dict(stats)
+        return loss.detach()
+
+    @torch.no_grad()
+    def validation_step(self, images: torch.Tensor, batch_idx: int) -> None:
+        out = self.model(images)
+        rec = out.reconstruction.clamp(0, 1)
+        mse = F.mse_loss(rec, images, reduction="none").flatten(1).mean(1)
+        psnr = (10 * torch.log10(1.0 / mse.clamp_min(1e-10))).mean()
+        self.log("val/l1", F.l1_loss(rec, images), prog_bar=True, sync_dist=True)
+        self.log("val/psnr", psnr, prog_bar=True, sync_dist=True)
+        self.log("val/perplexity", out.aux.stats["perplexity"], sync_dist=True)
+
+    # -- optimizers -------------------------------------------------------------------------------
+    def configure_optimizers(self):
+        hp = self.hparams
+        opt_g = torch.optim.AdamW(self.model.parameters(), lr=hp.lr, betas=tuple(hp.betas),
+                                  weight_decay=hp.weight_decay)
+        total = self.trainer.max_steps if self.trainer and self.trainer.max_steps > 0 else None
+        sched = torch.optim.lr_scheduler.LambdaLR(opt_g, self._lr_lambda(hp.warmup_steps, total, hp.lr_schedule))
+        opts = [opt_g]
+        if self.discriminator is not None:
+            opts.append(torch.optim.AdamW(self.discriminator.parameters(), lr=hp.disc_lr or hp.lr,
+                                          betas=tuple(hp.betas), weight_decay=hp.weight_decay))
+        return opts, [{"scheduler": sched, "interval": "step"}]
+
+    @staticmethod
+    def _lr_lambda(warmup: int, total: int | None, schedule: str):
+        if schedule not in ("cosine", "constant"):
+            raise ValueError(f"lr_schedule must be 'cosine' or 'constant', got {schedule!r}")
+
+        def f(step: int) -> float:
+            if warmup and step < warmup:
+                return (step + 1) / warmup
+            if schedule == "constant" or not total:
+                return 1.0
+            progress = min(1.0, (step - warmup) / max(1, total - warmup))
+            return 0.5 * (1 + math.cos(math.pi * progress))
+
+        return f
