@@ -54,6 +54,9 @@ class TiTokConfig:
     use_cosine: bool = True
     commitment_weight: float = 0.25
     ema_decay: float = 0.8
+    kmeans_init: bool = False
+    dead_code_threshold: float = 0.0
+    rotation_trick: bool = False
     decoder_head: str = "pixel"  # "pixel" (single stage) or "proxy" (two stage, MaskGIT-VQGAN decoder)
     proxy_codes: int = 1024
     proxy_dim: int = 256
@@ -81,7 +84,9 @@ class TiTok(ImageTokenizer):
                                           c.encoder_heads, c.num_tokens, c.token_dim, c.mlp_ratio)
         self.quantize = VectorQuantizer(VQConfig(dim=c.token_dim, codebook_size=c.codebook_size,
                                                  use_cosine=c.use_cosine, commitment_weight=c.commitment_weight,
-                                                 ema_decay=c.ema_decay))
+                                                 ema_decay=c.ema_decay, kmeans_init=c.kmeans_init,
+                                                 dead_code_threshold=c.dead_code_threshold,
+                                                 rotation_trick=c.rotation_trick))
         self.decoder = LatentTokenDecoder(c.image_size, c.patch_size, c.decoder_width, c.decoder_depth,
                                           c.decoder_heads, c.num_tokens, c.token_dim, head=c.decoder_head,
                                           proxy_codes=c.proxy_codes, mlp_ratio=c.mlp_ratio)
@@ -155,8 +160,9 @@ def titok_sl256_vq8k() -> TiTokConfig:
     return _titok("small", "large", num_tokens=256, codebook_size=8192, token_dim=64)
 
 
-# A CPU-sized variant for tests, tutorials and smoke runs: 64x64 images, 32 tokens.
+# A CPU-sized variant for tests, tutorials and smoke runs: 64x64 images, 32 tokens. Dead-code
+# restart keeps short runs from collapsing onto one code per token position.
 @register_model(TiTok, paper=None)
 def titok_nano_32() -> TiTokConfig:
     return _titok("nano", "nano", image_size=64, patch_size=8, num_tokens=32,
-                  codebook_size=1024)
+                  codebook_size=1024, dead_code_threshold=2.0)
