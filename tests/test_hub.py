@@ -38,9 +38,10 @@ def test_checkpoints_folder_is_searched(nano, images, tmp_path, monkeypatch):
     assert torch.equal(zoo.from_pretrained("my_nano").encode(images), nano.encode(images))
 
 
-def test_missing_and_unknown(tmp_path):
+def test_missing_and_unknown(tmp_path, monkeypatch):
     with pytest.raises(CheckpointError, match="no config.json"):
         zoo.from_pretrained(str(tmp_path))
+    monkeypatch.setattr(hub, "checkpoint_dirs", lambda: [tmp_path])
     with pytest.raises(CheckpointError, match="no pretrained weights are published"):
         zoo.from_pretrained("titok_nano_32")
     with pytest.raises(UnknownModelError, match="did you mean"):
@@ -135,3 +136,29 @@ def test_model_card_states_the_facts(nano):
     card = render_model_card(nano, repo_id="alice/titok-nano", metrics={"psnr": 21.5})
     assert card.startswith("---\n") and 'zoo.from_pretrained("alice/titok-nano")' in card
     assert "| tokens per image | 16 |" in card and "| psnr | 21.5 |" in card
+
+
+def test_registered_name_downloads_and_converts_official_weights(tmp_path, monkeypatch):
+    """``from_pretrained(name)`` of a variant with an official repo fetches the official layout and converts it."""
+    from safetensors.torch import save_file
+
+    from zoo.registry import get_entry
+
+    torch.manual_seed(3)
+    ours = zoo.create("titok_nano_32").eval()
+    official = {k: v for k, v in ours.state_dict().items() if not k.startswith("quantize.")}
+    official["quantize.embedding.weight"] = ours.quantize.codebook * 2.0  # stored unnormalized upstream
+    folder = tmp_path / "official"
+    folder.mkdir()
+    save_file({k: v.contiguous() for k, v in official.items()}, str(folder / "model.safetensors"))
+    monkeypatch.setattr(hub, "checkpoint_dirs", lambda: [tmp_path / "none"])
+    monkeypatch.setitem(get_entry("titok_nano_32").meta, "official_repo", "upstream/titok-nano")
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    with LocalHub() as server:
+        from huggingface_hub import HfApi
+        api = HfApi(endpoint=server.endpoint, token="t")
+        api.create_repo("upstream/titok-nano")
+        api.upload_folder(repo_id="upstream/titok-nano", folder_path=folder)
+        loaded = zoo.from_pretrained("titok_nano_32", endpoint=server.endpoint, cache_dir=tmp_path / "c")
+    x = torch.rand(2, 3, 64, 64)
+    assert torch.equal(loaded.encode(x), ours.encode(x))

@@ -41,7 +41,15 @@ def render_model_card(model: Any, *, repo_id: str | None = None, metrics: dict[s
         lines += [f"ids = model.encode(images)      # (B, 3, {model.input_size}, {model.input_size}) in [0, 1] -> "
                   f"(B, {model.num_tokens}) ids",
                   "recon = model.decode(ids)       # -> (B, 3, H, W) in [0, 1]"]
-    lines += ["```", "", "## Facts", "", "| | |", "|---|---|",
+    lines += ["```", ""]
+    if meta.get("official_repo"):
+        lines += [f"`zoo.from_pretrained(\"{model.name}\")` downloads the official checkpoint "
+                  f"[{meta['official_repo']}](https://huggingface.co/{meta['official_repo']}) and converts it to the "
+                  "zoo's layout on load.", ""]
+    if hasattr(model, "pixel_decoder"):
+        lines += ["Two-stage design: the parameter count includes the 30.5M-parameter MaskGIT-VQGAN pixel decoder "
+                  "and its 1024x256 codebook.", ""]
+    lines += ["## Facts", "", "| | |", "|---|---|",
               f"| family | {model.family} |",
               f"| parameters | {params:,} |"]
     if meta.get("params_official"):

@@ -1,0 +1,37 @@
+"""Regenerate model_cards/<name>.md for every registered variant (weights are not needed: models are
+built on the meta device). Metrics measured by ``zoo eval`` can be merged in with --results."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+import zoo
+from zoo.io import atomic_write_text
+from zoo.model_card import render_model_card
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "model_cards")
+    ap.add_argument("--results", type=Path, nargs="*", default=[],
+                    help="results JSON files ({'model': name, 'metrics': {...}}) to include")
+    args = ap.parse_args()
+    measured = {}
+    for path in args.results:
+        r = json.loads(path.read_text())
+        measured[r.get("variant") or r.get("model")] = {k: v for k, v in r.get("metrics", {}).items()
+                                                        if isinstance(v, (int, float))}
+    for name in zoo.list_models():
+        with torch.device("meta"):
+            model = zoo.create(name)
+        card = render_model_card(model, metrics=measured.get(name))
+        atomic_write_text(args.out / f"{name}.md", card)
+        print(f"wrote {args.out / name}.md")
+
+
+if __name__ == "__main__":
+    main()
