@@ -76,3 +76,26 @@ def test_missing_perceptual_weights_are_reported(monkeypatch):
         make_perceptual("vgg", "error")
     assert make_perceptual("vgg", "skip") is None
     del losses
+
+
+def test_gan_starts_late_and_trains_the_discriminator(image_folder):
+    import lightning as L
+
+    from zoo.training.data import ImageDataModule
+    from zoo.training.module import ImageTokenizerModule
+
+    L.seed_everything(0)
+    model = zoo.create("titok_nano_32", image_size=32, num_tokens=16)
+    module = ImageTokenizerModule(model=model, lr=1e-3, gan_weight=0.1, gan_start_step=3)
+    disc_before = [p.detach().clone() for p in module.discriminator.parameters()]
+    seen = []
+
+    class Spy(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            seen.append(("train/gan_d" in trainer.callback_metrics, "train/gan_g" in trainer.callback_metrics))
+
+    trainer = L.Trainer(max_steps=6, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        limit_val_batches=0, enable_model_summary=False, callbacks=[Spy()])
+    trainer.fit(module, datamodule=ImageDataModule(str(image_folder), 32, batch_size=8))
+    assert seen[:3] == [(False, False)] * 3 and seen[-1] == (True, True)
+    assert any(not torch.equal(a, b) for a, b in zip(disc_before, module.discriminator.parameters()))

@@ -2,8 +2,9 @@
 
 Loss = l1_weight * |x - x̂| + l2_weight * (x - x̂)² + perceptual_weight * LPIPS(x, x̂)
        + quantizer loss (commitment etc., already weighted by the quantizer)
-       + gan_weight * hinge generator loss (after ``gan_start_step``), with a PatchGAN
-       discriminator trained alongside.
+       + gan_weight * hinge generator loss (after ``gan_start_step`` generator steps), with a
+       PatchGAN discriminator trained alongside. Note that Lightning's ``global_step`` (and so
+       ``trainer.max_steps``) counts discriminator steps too once the GAN is on.
 This is the single-stage recipe; TiTok's two-stage proxy-code recipe needs MaskGIT-VQGAN weights
 that cannot be had offline, so two-stage variants train here end to end on pixels as well.
 """
@@ -43,6 +44,13 @@ class ImageTokenizerModule(L.LightningModule):
         self.perceptual = make_perceptual(perceptual_net, perceptual_on_missing) if perceptual_weight > 0 else None
         self.discriminator = PatchDiscriminator() if gan_weight > 0 else None
         self.automatic_optimization = False
+        # Lightning's global_step counts every optimizer step (generator and discriminator once the
+        # GAN is on); schedules here count generator steps, kept in the checkpoint for resume.
+        self.register_buffer("generator_steps", torch.zeros((), dtype=torch.long))
+
+    @property
+    def gan_active(self) -> bool:
+        return self.discriminator is not None and int(self.generator_steps) >= self.hparams.gan_start_step
 
     # -- losses -----------------------------------------------------------------------------------
     def reconstruction_losses(self, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor], Any]:
@@ -55,7 +63,7 @@ class ImageTokenizerModule(L.LightningModule):
         if self.perceptual is not None:
             parts["perceptual"] = self.perceptual(rec, images)
             loss = loss + hp.perceptual_weight * parts["perceptual"]
-        if self.discriminator is not None and self.global_step >= hp.gan_start_step:
+        if self.gan_active:
             parts["gan_g"] = hinge_g_loss(self.discriminator(rec))
             loss = loss + hp.gan_weight * parts["gan_g"]
         return loss, parts, out
@@ -70,9 +78,10 @@ class ImageTokenizerModule(L.LightningModule):
         if self.hparams.grad_clip:
             self.clip_gradients(opt_g, gradient_clip_val=self.hparams.grad_clip, gradient_clip_algorithm="norm")
         opt_g.step()
+        self.generator_steps += 1
         if sched is not None:
             (sched[0] if isinstance(sched, list) else sched).step()
-        if opt_d is not None and self.global_step >= self.hparams.gan_start_step:
+        if opt_d is not None and "gan_g" in parts:
             d_loss = hinge_d_loss(self.discriminator(images), self.discriminator(out.reconstruction.detach()))
             opt_d.zero_grad(set_to_none=True)
             self.manual_backward(d_loss)
