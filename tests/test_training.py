@@ -99,3 +99,23 @@ def test_gan_starts_late_and_trains_the_discriminator(image_folder):
     trainer.fit(module, datamodule=ImageDataModule(str(image_folder), 32, batch_size=8))
     assert seen[:3] == [(False, False)] * 3 and seen[-1] == (True, True)
     assert any(not torch.equal(a, b) for a, b in zip(disc_before, module.discriminator.parameters()))
+
+
+def test_latent_perturbation_perturbs_the_first_beta_fraction():
+    from zoo.training.module import ImageTokenizerModule
+
+    torch.manual_seed(0)
+    model = zoo.create("titok_nano_32", image_size=32, num_tokens=16)
+    module = ImageTokenizerModule(model=model, latent_perturbation={"alpha": 1.0, "beta": 0.5, "delta": 8})
+    module.train()
+    model.quantize.vq.freeze_codebook = True  # keep the EMA codebook fixed between the two passes
+    images = torch.rand(4, 3, 32, 32)
+    perturbed = module.forward_tokenizer(images).reconstruction
+    module.eval()
+    clean = module.forward_tokenizer(images).reconstruction
+    assert not torch.allclose(perturbed[:2], clean[:2], atol=1e-5)
+    assert torch.allclose(perturbed[2:], clean[2:], atol=1e-5)
+    module.train()
+    out = module.forward_tokenizer(images)
+    out.reconstruction.mean().backward()
+    assert model.encoder.patch_embed.weight.grad.abs().sum() > 0  # straight-through to the encoder

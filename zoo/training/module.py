@@ -5,6 +5,11 @@ Loss = l1_weight * |x - x̂| + l2_weight * (x - x̂)² + perceptual_weight * LPI
        + gan_weight * hinge generator loss (after ``gan_start_step`` generator steps), with a
        PatchGAN discriminator trained alongside. Note that Lightning's ``global_step`` (and so
        ``trainer.max_steps``) counts discriminator steps too once the GAN is on.
+``latent_perturbation: {alpha, beta, delta, anneal_start, anneal_end, anneal_to}`` turns on
+RobusTok's latent perturbation (see :func:`zoo.metrics.perturb.perturb_latents`): the first
+``beta`` fraction of each batch decodes from codes drawn among the ``delta`` nearest to each latent
+(with probability ``alpha``), which makes the decoder robust to an AR generator's sampling errors
+(lower pFID). Annealing (counted in generator steps) scales alpha and delta down to ``anneal_to``.
 This is the single-stage recipe; TiTok's two-stage proxy-code recipe needs MaskGIT-VQGAN weights
 that cannot be had offline, so two-stage variants train here end to end on pixels as well.
 """
@@ -18,7 +23,9 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from zoo.models.base import ImageTokenizer
+from zoo.metrics.perturb import anneal_ratio, perturb_latents
+from zoo.models.base import ImageTokenizer, TokenizerOutput
+from zoo.validation import check_images
 from zoo.training.losses import PatchDiscriminator, hinge_d_loss, hinge_g_loss, make_perceptual
 
 
@@ -55,7 +62,7 @@ class ImageTokenizerModule(L.LightningModule):
     # -- losses -----------------------------------------------------------------------------------
     def reconstruction_losses(self, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor], Any]:
         """images (B, 3, H, W) -> total generator loss, named parts, model output."""
-        out = self.model(images)
+        out = self.forward_tokenizer(images)
         rec = out.reconstruction
         hp = self.hparams
         parts = {"l1": F.l1_loss(rec, images), "l2": F.mse_loss(rec, images), "quantizer": out.aux.loss}
@@ -67,6 +74,23 @@ class ImageTokenizerModule(L.LightningModule):
             parts["gan_g"] = hinge_g_loss(self.discriminator(rec))
             loss = loss + hp.gan_weight * parts["gan_g"]
         return loss, parts, out
+
+    def forward_tokenizer(self, images: torch.Tensor) -> TokenizerOutput:
+        """The tokenizer's forward pass, with RobusTok's latent perturbation when configured."""
+        cfg = self.hparams.latent_perturbation
+        if not cfg or not self.training:
+            return self.model(images)
+        check_images(images, self.model.input_size)
+        latents = self.model.encode_latents(images)
+        quantized, ids, aux = self.model.quantizer(latents)
+        ratio = anneal_ratio(int(self.generator_steps), cfg.get("anneal_start", 0),
+                             cfg.get("anneal_end", 0), cfg.get("anneal_to", 1.0)) if cfg.get("anneal_end") else 1.0
+        delta = max(1, int(round(cfg.get("delta", 100) * ratio)))
+        quantized = perturb_latents(latents, quantized, self.model.quantizer.codebook,
+                                    alpha=cfg.get("alpha", 1.0) * ratio, beta=cfg.get("beta", 0.1),
+                                    delta=min(delta, self.model.vocab_size),
+                                    cosine=bool(getattr(self.model.quantizer.config, "use_cosine", False)))
+        return TokenizerOutput(self.model.decode_latents(quantized), ids, aux)
 
     def training_step(self, images: torch.Tensor, batch_idx: int) -> torch.Tensor:
         opts = self.optimizers()
