@@ -171,3 +171,12 @@ def test_registry_lists_titok_variants():
               "titok_sl256_vq8k", "titok_nano_32"]:
         assert n in names
     assert zoo.list_models("nothing*") == []
+
+
+def test_encode_in_train_mode_leaves_the_codebook_alone():
+    model = zoo.create("titok_nano_32", image_size=32, num_tokens=16)  # train mode, EMA codebook
+    before = model.quantize.codebook.clone()
+    x = torch.rand(2, 3, 32, 32)
+    a = model.encode(x)
+    assert torch.equal(model.quantize.codebook, before) and model.quantize.training
+    assert torch.equal(a, model.encode(x))

@@ -10,16 +10,28 @@ An image tokenizer is a plain ``nn.Module`` with
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterator
 
 import torch
 from torch import nn
 
 from zoo.quantize import QuantizerAux
 from zoo.validation import check_ids, check_images
+
+
+@contextlib.contextmanager
+def _frozen(module: nn.Module) -> Iterator[None]:
+    """Run ``module`` in eval mode, restoring its previous mode afterwards."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was_training)
 
 
 @dataclass
@@ -99,7 +111,8 @@ class ImageTokenizer(Tokenizer):
         """images: (B, 3, H, W) float in [0, 1] -> ids (B, num_tokens) int64 in [0, vocab_size)."""
         check_images(images, self.input_size)
         latents = self.encode_latents(images)
-        return self.quantizer(latents).ids
+        with _frozen(self.quantizer):  # encoding never updates codebooks (EMA, dead-code restarts)
+            return self.quantizer(latents).ids
 
     @torch.no_grad()
     def decode(self, ids: torch.Tensor) -> torch.Tensor:
