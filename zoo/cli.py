@@ -17,16 +17,27 @@ from pathlib import Path
 from zoo.errors import ZooError
 
 
-def load_model(name_or_path: str, *, revision: str | None = None, random_init: bool = False):
-    """``from_pretrained`` (local dir, checkpoints/, Hub); with ``random_init`` a registered name
-    without weights is built with fresh weights instead (for smoke tests)."""
+def pick_device(device: str | None) -> str:
+    """``None``/"auto" -> "cuda" when a GPU is present, else "cpu"."""
+    import torch
+
+    if device in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def load_model(name_or_path: str, *, revision: str | None = None, random_init: bool = False,
+               device: str | None = None):
+    """``from_pretrained`` (local dir, checkpoints/, Hub) onto ``device``; with ``random_init`` a
+    registered name without weights is built with fresh weights instead (for smoke tests)."""
     import zoo
     from zoo.registry import list_models
 
+    device = pick_device(device)
     if random_init and name_or_path in list_models():
         logging.getLogger("zoo").warning("%s: using RANDOM weights (--random-init)", name_or_path)
-        return zoo.create(name_or_path).eval()
-    return zoo.from_pretrained(name_or_path, revision=revision)
+        return zoo.create(name_or_path).to(device).eval()
+    return zoo.from_pretrained(name_or_path, revision=revision, map_location=device)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -48,14 +59,14 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_tokenize(args: argparse.Namespace) -> int:
     import numpy as np
-    import torch
 
     from zoo.data import load_image
 
-    model = load_model(args.model, revision=args.revision, random_init=args.random_init)
+    model = load_model(args.model, revision=args.revision, random_init=args.random_init, device=args.device)
+    device = next(model.parameters()).device
     rows = {}
     for path in args.images:
-        image = load_image(path, model.input_size)
+        image = load_image(path, model.input_size).to(device)
         rows[str(path)] = model.encode(image)[0].tolist()
     if args.output is None:
         for path, ids in rows.items():
@@ -71,15 +82,14 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
         else:
             tmp.write_text(json.dumps({"model": args.model, "vocab_size": model.vocab_size, "ids": rows}) + "\n")
     print(f"wrote ids of {len(rows)} image(s) to {out}", file=sys.stderr)
-    del torch
     return 0
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
     from zoo.data import load_image, save_image
 
-    model = load_model(args.model, revision=args.revision, random_init=args.random_init)
-    image = load_image(args.image, model.input_size)
+    model = load_model(args.model, revision=args.revision, random_init=args.random_init, device=args.device)
+    image = load_image(args.image, model.input_size).to(next(model.parameters()).device)
     recon = model.decode(model.encode(image))
     save_image(recon[0], args.output)
     print(f"wrote {args.output} ({model.num_tokens} tokens)", file=sys.stderr)
@@ -108,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--model", required=True, help="local dir, checkpoints/ name, Hub repo id, or registered name")
         s.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit)")
         s.add_argument("--random-init", action="store_true", help="allow a registered name with fresh weights")
+        s.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda, cuda:1, ...")
 
     s = sub.add_parser("tokenize", help="print or save the token ids of images")
     s.add_argument("images", nargs="+", type=Path)

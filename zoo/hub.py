@@ -170,7 +170,7 @@ def load_directory(directory: str | Path, *, map_location: str = "cpu", expect_f
         raise CheckpointError(str(e)) from None
     model = cls(config, name=cfg.get("variant") or family)
     load_state(model, read_weights(directory / WEIGHTS_NAME, map_location), source=str(directory))
-    return model.eval()
+    return model.to(map_location).eval()
 
 
 def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], *, source: str) -> None:

@@ -21,7 +21,7 @@ def load_official(name: str, directory: str | Path, *, map_location: str = "cpu"
         raise CheckpointError(f"no converter for official {model.family} checkpoints")
     state = read_weights(Path(directory) / WEIGHTS_NAME, map_location)
     load_state(model, convert(state), source=f"{directory} (official {name})")
-    return model.eval()
+    return model.to(map_location).eval()
 
 
 __all__ = ["convert_titok_state_dict", "load_official", "CONVERTERS"]
