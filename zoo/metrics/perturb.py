@@ -27,6 +27,8 @@ config) and are written into the results.
 
 from __future__ import annotations
 
+import hashlib
+
 import torch
 import torch.nn.functional as F
 
@@ -139,3 +141,20 @@ def perturb_latents(latents: torch.Tensor, quantized: torch.Tensor, codebook: to
     codes = e.detach()[top[torch.arange(top.shape[0], device=dev), pick]].reshape(num, n, d)
     perturbed = z + (codes - z).detach()
     return torch.cat([perturbed.to(quantized.dtype), quantized[num:]], dim=0)
+
+
+def _image_seed(seed: int, index: int) -> int:
+    """A 32-bit seed from (seed, index) (torch's CPU generator keeps 32 bits of its seed)."""
+    digest = hashlib.sha256(f"zoo-pfid:{seed}:{index}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def perturb_tokens_indexed(ids: torch.Tensor, neighbours: torch.Tensor, rate: float, *, seed: int,
+                           first_index: int) -> torch.Tensor:
+    """:func:`perturb_tokens` with one generator per image, seeded by (``seed``, image index), so the
+    perturbation of an image does not depend on the batch size or on the other images.
+
+    ids: (B, N), rows being images ``first_index`` .. ``first_index + B - 1`` of the evaluated set."""
+    rows = [perturb_tokens(ids[i:i + 1], neighbours, rate, generator=torch.Generator().manual_seed(
+                _image_seed(seed, first_index + i))) for i in range(ids.shape[0])]
+    return torch.cat(rows) if rows else ids.clone()
