@@ -55,6 +55,11 @@ class ImageTokenizerModule(L.LightningModule):
         # GAN is on); schedules here count generator steps, kept in the checkpoint for resume.
         self.register_buffer("generator_steps", torch.zeros((), dtype=torch.long))
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # checkpoints written before the counter existed: count their optimizer steps as generator steps
+        checkpoint["state_dict"].setdefault("generator_steps",
+                                            torch.tensor(int(checkpoint.get("global_step", 0)), dtype=torch.long))
+
     @property
     def gan_active(self) -> bool:
         return self.discriminator is not None and int(self.generator_steps) >= self.hparams.gan_start_step
