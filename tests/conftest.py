@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,10 @@ import torch
 from PIL import Image
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
+if not torch.cuda.is_available():
+    # Triton kernels are jitted when zoo.kernels is first imported (by any test): without a GPU they
+    # must run under Triton's interpreter, so set it before anything imports zoo.
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 def synthetic_image(rng: np.random.Generator, size: int = 80) -> np.ndarray:

@@ -13,15 +13,21 @@ from zoo.errors import InputError
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 
 
-def list_images(root: str | Path) -> list[Path]:
-    """All image files under ``root`` (recursive, sorted); a missing or empty folder is an error."""
+def list_files(root: str | Path, extensions: tuple[str, ...], kind: str) -> list[Path]:
+    """Files under ``root`` with one of ``extensions`` (recursive, sorted); a missing folder or
+    one without such files is an :class:`InputError` naming ``kind`` (e.g. "image")."""
     root = Path(root)
     if not root.is_dir():
-        raise InputError(f"image folder {root} does not exist")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        raise InputError(f"data folder {root} does not exist (expected a folder of {kind} files)")
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in extensions)
     if not files:
-        raise InputError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {root}")
+        raise InputError(f"no {kind} files ({', '.join(extensions)}) found under {root}")
     return files
+
+
+def list_images(root: str | Path) -> list[Path]:
+    """All image files under ``root`` (recursive, sorted); a missing or empty folder is an error."""
+    return list_files(root, IMAGE_EXTENSIONS, "image")
 
 
 def open_rgb(path: str | Path) -> Image.Image:

@@ -47,12 +47,9 @@ VERSION_PACKAGES = ("tokenizer-zoo", "torch", "torchvision", "torchaudio", "torc
 # ---------------------------------------------------------------------------------------------
 def list_files(data_dir: str | Path, extensions: tuple[str, ...], kind: str, limit: int | None = None) -> list[Path]:
     """Files under ``data_dir`` with one of ``extensions`` (recursive, sorted), the first ``limit``."""
-    root = Path(data_dir)
-    if not root.is_dir():
-        raise InputError(f"data folder {root} does not exist (expected a folder of {kind} files)")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in extensions)
-    if not files:
-        raise InputError(f"no {kind} files ({', '.join(extensions)}) found under {root}")
+    from zoo.data import list_files as _list_files
+
+    files = _list_files(data_dir, extensions, kind)
     if limit is not None:
         if limit < 1:
             raise InputError(f"--limit must be >= 1, got {limit}")

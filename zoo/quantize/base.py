@@ -19,7 +19,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from zoo.errors import InputError
+from zoo.errors import CheckpointError, InputError
 from zoo.validation import check_ids
 
 
@@ -66,11 +66,15 @@ class UsageTracker(nn.Module):
     @torch.no_grad()
     def update(self, ids: torch.Tensor) -> dict[str, torch.Tensor]:
         """ids: (B, N) or (B, N, L) int64. Returns detached ``usage``/``perplexity`` (+ ``_l{i}`` per level)."""
-        flat = ids.reshape(-1, self.num_levels) if ids.ndim == 3 else ids.reshape(-1, 1)
+        flat = ids.reshape(-1, ids.shape[-1]) if ids.ndim == 3 else ids.reshape(-1, 1)
         stats: dict[str, torch.Tensor] = {}
         usages, perps = [], []
         for level in range(flat.shape[1]):
-            counts = torch.bincount(flat[:, level], minlength=self.codebook_size).float()
+            col = flat[:, level]
+            col = col[col >= 0]  # -1 marks a residual level dropped by quantizer dropout
+            if col.numel() == 0 and flat.shape[1] > 1:
+                continue
+            counts = torch.bincount(col, minlength=self.codebook_size).float()
             if self.training:
                 self.last_seen[level][counts > 0] = self.calls
             probs = counts / counts.sum().clamp_min(1)
@@ -108,6 +112,11 @@ class Quantizer(nn.Module):
         self.codebook_size = codebook_size
         self.num_levels = num_levels
         self.usage = UsageTracker(codebook_size, num_levels, usage_window)
+        self._register_shape_check()
+
+    def describe(self) -> str:
+        """Short summary of the shape-defining options, for error messages."""
+        return f"dim={self.dim}, codebook_size={self.codebook_size}, num_levels={self.num_levels}"
 
     @property
     def bits_per_token(self) -> float:
@@ -140,6 +149,25 @@ class Quantizer(nn.Module):
 
     def check_ids(self, ids: torch.Tensor) -> None:
         check_ids(ids, self.codebook_size, None, levels=self.num_levels if self.num_levels > 1 else None)
+        if self.num_levels > 1 and ids.shape[2] == 0:
+            raise InputError(f"ids must have at least one residual level, got shape {tuple(ids.shape)}")
+
+    # -- clear errors when a checkpoint does not fit ----------------------------------------------
+    def _register_shape_check(self) -> None:
+        self._register_load_state_dict_pre_hook(_check_state_shapes, with_module=True)
+
+
+def _check_state_shapes(module: "Quantizer", state_dict, prefix, local_metadata, strict, missing_keys,
+                        unexpected_keys, error_msgs) -> None:
+    """Raise :class:`CheckpointError` naming the tensor and both shapes instead of torch's size-mismatch list."""
+    for name, tensor in module.state_dict().items():
+        key = prefix + name
+        if key in state_dict and isinstance(state_dict[key], torch.Tensor) \
+                and tuple(state_dict[key].shape) != tuple(tensor.shape):
+            raise CheckpointError(
+                f"checkpoint tensor {key!r} has shape {tuple(state_dict[key].shape)} but this "
+                f"{type(module).__name__} expects {tuple(tensor.shape)} ({module.describe()}); "
+                "the checkpoint was made for a quantizer with a different codebook size, dimension or level count")
 
 
 def zero_loss(like: torch.Tensor) -> torch.Tensor:

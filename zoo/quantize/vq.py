@@ -1,4 +1,10 @@
-"""Vector quantization (VQ) backed by vector-quantize-pytorch's ``VectorQuantize``."""
+"""Vector quantization (VQ) backed by vector-quantize-pytorch's ``VectorQuantize``.
+
+Training runs the library's forward (EMA or learned codebook, k-means init, dead-code restart,
+straight-through or rotation-trick gradients). In eval the nearest-code lookup goes through the
+zoo's dispatch instead (fused Triton kernel on CUDA, chunked PyTorch elsewhere), which computes the
+same scores as the library and so returns the same ids, in O(N + K) memory.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,12 @@ from dataclasses import dataclass
 import torch
 from vector_quantize_pytorch import VectorQuantize
 
+from zoo.errors import ConfigError
+from zoo.kernels.layers import NearestCode
 from zoo.quantize.base import Quantizer, QuantizerAux, QuantizerOutput, zero_loss
+
+#: lookup backends of the eval path; "library" runs vector-quantize-pytorch's own forward in eval too
+LOOKUP_BACKENDS = ("auto", "torch", "triton", "library")
 
 
 @dataclass
@@ -16,10 +27,15 @@ class VQConfig:
 
     dim: D of the incoming latents. codebook_size: K. codebook_dim: low-dimensional codebook
     (factorized codes: project D -> codebook_dim, look up, project back) or None for D.
-    use_cosine: l2-normalize latents and codes (cosine similarity lookup), as TiTok and ViT-VQGAN do.
-    ema_decay: decay of the EMA codebook update. kmeans_init: initialise codes by k-means on the
-    first batch. dead_code_threshold: restart codes whose EMA cluster size falls below this (0: off).
+    use_cosine: l2-normalize latents and codes (cosine similarity lookup), as TiTok and ViT-VQGAN do;
+    False: Euclidean codes. ema_decay: decay of the EMA codebook update. learnable_codebook: learn
+    the codes by gradient (commitment + codebook loss) instead of EMA (Euclidean codes only).
+    kmeans_init: initialise codes by k-means on the first batch (kmeans_iters iterations).
+    dead_code_threshold: restart codes whose EMA cluster size falls below this (0: off).
     rotation_trick: pass gradients through the rotation trick instead of straight-through.
+    lookup_backend: eval lookup: "auto" (Triton on CUDA, chunked PyTorch elsewhere), "torch",
+    "triton" or "library" (vector-quantize-pytorch's own forward).
+    usage_window: number of recent training calls over which codebook usage is measured.
     """
 
     dim: int
@@ -28,36 +44,91 @@ class VQConfig:
     use_cosine: bool = True
     commitment_weight: float = 0.25
     ema_decay: float = 0.8
+    learnable_codebook: bool = False
     kmeans_init: bool = False
+    kmeans_iters: int = 10
     dead_code_threshold: float = 0.0
     rotation_trick: bool = False
+    lookup_backend: str = "auto"
+    usage_window: int = 100
+
+    def __post_init__(self):
+        if self.dim < 1 or self.codebook_size < 1:
+            raise ConfigError(f"dim and codebook_size must be >= 1, got {self.dim} and {self.codebook_size}")
+        if self.codebook_dim is not None and self.codebook_dim < 1:
+            raise ConfigError(f"codebook_dim must be >= 1 or None, got {self.codebook_dim}")
+        if self.learnable_codebook and self.use_cosine:
+            raise ConfigError("learnable_codebook needs Euclidean codes (use_cosine=False); "
+                              "cosine codes are updated by EMA")
+        if self.lookup_backend not in LOOKUP_BACKENDS:
+            raise ConfigError(f"lookup_backend must be one of {LOOKUP_BACKENDS}, got {self.lookup_backend!r}")
+
+
+def make_vector_quantize(config: VQConfig, **extra) -> VectorQuantize:
+    """The library module for ``config`` (``extra`` goes to ``VectorQuantize`` unchanged)."""
+    return VectorQuantize(
+        dim=config.dim,
+        codebook_size=config.codebook_size,
+        codebook_dim=config.codebook_dim,
+        use_cosine_sim=config.use_cosine,
+        commitment_weight=config.commitment_weight,
+        decay=config.ema_decay,
+        kmeans_init=config.kmeans_init,
+        kmeans_iters=config.kmeans_iters,
+        threshold_ema_dead_code=config.dead_code_threshold,
+        rotation_trick=config.rotation_trick,
+        learnable_codebook=config.learnable_codebook,
+        ema_update=not config.learnable_codebook,
+        **extra,
+    )
+
+
+def eval_lookup(vq: VectorQuantize, x: torch.Tensor, lookup: NearestCode) -> tuple[torch.Tensor, torch.Tensor]:
+    """The library's eval forward of one (single-head) ``VectorQuantize``, with the lookup swapped.
+
+    x: (..., dim) -> (quantized (..., dim) in x's dtype, ids (...) int64), the same ids as
+    ``vq(x)[1]`` in eval (same projection, same normalization, same scores, same tie rule).
+    """
+    dtype = x.dtype
+    h = vq.project_in(x)
+    h = vq._codebook.transform_input(h)  # l2norm for cosine codes, identity otherwise
+    embed = vq._codebook.embed[0].detach()
+    if not (h.dtype == embed.dtype and h.dtype in (torch.bfloat16, torch.float16)):
+        h, embed = h.float(), embed.float()  # the library computes in fp32
+    ids, codes = lookup(h, embed, "dot" if vq._codebook.use_cosine_sim else "euclidean")
+    return vq.project_out(codes.type(dtype)), ids
+
+
+def fast_eval_ok(vq: VectorQuantize) -> bool:
+    """Whether :func:`eval_lookup` reproduces the library module (plain single-head codebook)."""
+    cb = vq._codebook
+    return (vq.heads == 1 and not cb.affine_param and cb.vq_bridge is None and bool(cb.initted)
+            and vq.channel_last and not vq.accept_image_fmap and not vq.accept_3d_fmap)
 
 
 class VectorQuantizer(Quantizer):
     """Nearest-code VQ. x: (B, N, D) -> quantized (B, N, D), ids (B, N) int64 in [0, K)."""
 
     def __init__(self, config: VQConfig):
-        super().__init__(config.dim, config.codebook_size)
+        super().__init__(config.dim, config.codebook_size, usage_window=config.usage_window)
         self.config = config
-        self.vq = VectorQuantize(
-            dim=config.dim,
-            codebook_size=config.codebook_size,
-            codebook_dim=config.codebook_dim,
-            use_cosine_sim=config.use_cosine,
-            commitment_weight=config.commitment_weight,
-            decay=config.ema_decay,
-            kmeans_init=config.kmeans_init,
-            threshold_ema_dead_code=config.dead_code_threshold,
-            rotation_trick=config.rotation_trick,
-            straight_through=not config.rotation_trick,
-        )
+        self.vq = make_vector_quantize(config)
+        backend = config.lookup_backend if config.lookup_backend != "library" else "auto"
+        self.lookup = NearestCode(backend)
 
     @property
     def codebook(self) -> torch.Tensor:
         """(K, codebook_dim) code vectors (l2-normalized when ``use_cosine``)."""
         return self.vq.codebook
 
+    def describe(self) -> str:
+        c = self.config
+        return f"dim={c.dim}, codebook_size={c.codebook_size}, codebook_dim={c.codebook_dim or c.dim}"
+
     def quantize(self, x: torch.Tensor) -> QuantizerOutput:
+        if not self.training and self.config.lookup_backend != "library" and fast_eval_ok(self.vq):
+            quantized, ids = eval_lookup(self.vq, x, self.lookup)
+            return QuantizerOutput(quantized, ids, QuantizerAux(loss=zero_loss(x), losses={"commitment": zero_loss(x)}))
         quantized, ids, loss, parts = self.vq(x, return_loss_breakdown=True)
         if not self.training:
             loss = zero_loss(x)

@@ -1,0 +1,36 @@
+"""Layers for ``kernels.kernelize``: drop-in forwards for the zoo's swappable quantizer layers.
+
+Each class is stateless (no constructor, no members) and its ``forward`` has the same signature
+as the zoo layer it replaces (``zoo.kernels.layers``); ``kernelize`` binds it to the zoo module.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ._scalar import fsq_quantize, lfq_quantize
+from ._vq import nearest_code
+
+
+class NearestCode(nn.Module):
+    """x (..., D), codebook (K, D), metric "euclidean" | "dot" -> (ids (...) int64, vectors (..., D))."""
+
+    def forward(self, x: torch.Tensor, codebook: torch.Tensor, metric: str):
+        lead = x.shape[:-1]
+        ids, vectors = nearest_code(x.reshape(-1, x.shape[-1]), codebook, metric)
+        return ids.reshape(lead), vectors.reshape(*lead, codebook.shape[-1])
+
+
+class FSQRound(nn.Module):
+    """z (..., C) fp32, levels, symmetric, hard_clamp -> (codes (..., C) fp32, ids (...) int64)."""
+
+    def forward(self, z: torch.Tensor, levels: list[int], symmetric: bool, hard_clamp: bool):
+        return fsq_quantize(z, levels, symmetric=symmetric, hard_clamp=hard_clamp)
+
+
+class LFQSign(nn.Module):
+    """x (..., C), scale -> (codes (..., C) fp32 in {-scale, scale}, ids (...) int64)."""
+
+    def forward(self, x: torch.Tensor, scale: float):
+        return lfq_quantize(x, scale)

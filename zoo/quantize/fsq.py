@@ -1,0 +1,77 @@
+"""Finite scalar quantization (FSQ) backed by vector-quantize-pytorch's ``FSQ``.
+
+Each of C = len(levels) channels is bounded and rounded to one of ``levels[i]`` values; the
+code id packs the per-channel indices (mixed radix), so K = prod(levels), e.g. FlexTok's
+[8, 8, 8, 5, 5, 5] = 64,000 codes. There is no codebook to learn and no auxiliary loss.
+Training runs the library's forward (straight-through rounding); eval runs the fused rounding
+kernel on CUDA (the same arithmetic in PyTorch elsewhere).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from vector_quantize_pytorch import FSQ
+
+from zoo.errors import ConfigError
+from zoo.kernels.layers import FSQRound
+from zoo.quantize.base import Quantizer, QuantizerAux, QuantizerOutput, zero_loss
+
+FLEXTOK_LEVELS = (8, 8, 8, 5, 5, 5)
+
+
+@dataclass
+class FSQConfig:
+    """Options of :class:`FiniteScalarQuantizer`.
+
+    levels: quantization levels per channel (each >= 3; use the symmetric variant inside residual FSQ).
+    dim: D of the incoming latents, projected to len(levels) channels and back when different
+    (None: len(levels)). lookup_backend: "auto" | "torch" | "triton" | "library" for eval.
+    """
+
+    levels: tuple[int, ...] = FLEXTOK_LEVELS
+    dim: int | None = None
+    lookup_backend: str = "auto"
+    usage_window: int = 100
+
+    def __post_init__(self):
+        self.levels = tuple(int(v) for v in self.levels)
+        if not self.levels or any(v < 3 for v in self.levels):
+            raise ConfigError(f"FSQ levels must be a non-empty list of ints >= 3, got {list(self.levels)}")
+        if self.lookup_backend not in ("auto", "torch", "triton", "library"):
+            raise ConfigError(f"lookup_backend must be auto/torch/triton/library, got {self.lookup_backend!r}")
+
+
+class FiniteScalarQuantizer(Quantizer):
+    """FSQ. x: (B, N, D) -> quantized (B, N, D), ids (B, N) int64 in [0, prod(levels))."""
+
+    def __init__(self, config: FSQConfig):
+        dim = config.dim or len(config.levels)
+        super().__init__(dim, math.prod(config.levels), usage_window=config.usage_window)
+        self.config = config
+        self.levels = list(config.levels)
+        self.fsq = FSQ(levels=self.levels, dim=dim)
+        self.round = FSQRound("auto" if config.lookup_backend == "library" else config.lookup_backend)
+
+    @property
+    def codebook(self) -> torch.Tensor:
+        """(K, len(levels)) implicit codebook: the code of every id, before the output projection."""
+        return self.fsq.implicit_codebook
+
+    def describe(self) -> str:
+        return f"dim={self.dim}, levels={self.levels}"
+
+    def quantize(self, x: torch.Tensor) -> QuantizerOutput:
+        zero = {"loss": zero_loss(x)}
+        if self.training or self.config.lookup_backend == "library":
+            out, ids = self.fsq(x)
+            return QuantizerOutput(out, ids.long(), QuantizerAux(**zero))
+        z = self.fsq.project_in(x)
+        codes, ids = self.round(z.float(), self.levels, False, False)
+        return QuantizerOutput(self.fsq.project_out(codes.to(z.dtype)), ids, QuantizerAux(**zero))
+
+    def ids_to_vectors(self, ids: torch.Tensor) -> torch.Tensor:
+        self.check_ids(ids)
+        return self.fsq.indices_to_codes(ids)

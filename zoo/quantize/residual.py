@@ -1,0 +1,214 @@
+"""Residual VQ and residual FSQ with L levels and quantizer dropout (vector-quantize-pytorch).
+
+Level l quantizes what levels 0..l-1 left over; the quantized latent is the sum of the levels'
+codes, the ids are (B, N, L). With quantizer dropout, training stops at a random level (levels
+after it get id -1 and add nothing), so the decoder learns to work from any prefix of levels:
+``ids_to_vectors`` accepts (B, N, L') for any 1 <= L' <= L, the basis of variable-bitrate codecs.
+
+Training runs the library's forward; eval runs the levels through the zoo's fused lookup /
+rounding (same ids as the library).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from vector_quantize_pytorch import ResidualFSQ, ResidualVQ
+
+from zoo.errors import ConfigError
+from zoo.kernels.layers import FSQRound, NearestCode
+from zoo.quantize.base import Quantizer, QuantizerAux, QuantizerOutput, zero_loss
+from zoo.quantize.vq import LOOKUP_BACKENDS, eval_lookup, fast_eval_ok
+
+
+def _per_level_losses(all_losses: torch.Tensor, name: str) -> dict[str, torch.Tensor]:
+    flat = all_losses.detach().reshape(-1)
+    out = {name: flat.sum()}
+    out.update({f"{name}_l{i}": v for i, v in enumerate(flat)})
+    return out
+
+
+@dataclass
+class RVQConfig:
+    """Options of :class:`ResidualVectorQuantizer`.
+
+    dim: D of the latents. codebook_size: K of every level. num_levels: L. codebook_dim: codes of
+    a smaller dim (one projection in and out around all levels) or None. use_cosine: cosine codes
+    (Euclidean by default, as in SoundStream/EnCodec). quantizer_dropout: train with a random
+    number of levels in [dropout_min_levels, L]. Other options as :class:`~zoo.quantize.VQConfig`.
+    """
+
+    dim: int
+    codebook_size: int = 1024
+    num_levels: int = 8
+    codebook_dim: int | None = None
+    use_cosine: bool = False
+    quantizer_dropout: bool = False
+    dropout_min_levels: int = 1
+    commitment_weight: float = 1.0
+    ema_decay: float = 0.99
+    kmeans_init: bool = False
+    kmeans_iters: int = 10
+    dead_code_threshold: float = 0.0
+    rotation_trick: bool = False
+    lookup_backend: str = "auto"
+    usage_window: int = 100
+
+    def __post_init__(self):
+        if self.num_levels < 1 or self.codebook_size < 1 or self.dim < 1:
+            raise ConfigError("dim, codebook_size and num_levels must all be >= 1, got "
+                              f"{self.dim}, {self.codebook_size}, {self.num_levels}")
+        if not 1 <= self.dropout_min_levels <= self.num_levels:
+            raise ConfigError(f"dropout_min_levels must be in [1, {self.num_levels}], got {self.dropout_min_levels}")
+        if self.lookup_backend not in LOOKUP_BACKENDS:
+            raise ConfigError(f"lookup_backend must be one of {LOOKUP_BACKENDS}, got {self.lookup_backend!r}")
+
+
+class ResidualVectorQuantizer(Quantizer):
+    """Residual VQ. x: (B, N, D) -> quantized (B, N, D), ids (B, N, L) int64 in [0, K)."""
+
+    def __init__(self, config: RVQConfig):
+        super().__init__(config.dim, config.codebook_size, num_levels=config.num_levels,
+                         usage_window=config.usage_window)
+        self.config = config
+        self.rvq = ResidualVQ(
+            dim=config.dim, num_quantizers=config.num_levels, codebook_size=config.codebook_size,
+            codebook_dim=config.codebook_dim, use_cosine_sim=config.use_cosine,
+            quantize_dropout=config.quantizer_dropout, quantize_dropout_cutoff_index=config.dropout_min_levels - 1,
+            commitment_weight=config.commitment_weight, decay=config.ema_decay, kmeans_init=config.kmeans_init,
+            kmeans_iters=config.kmeans_iters, threshold_ema_dead_code=config.dead_code_threshold,
+            rotation_trick=config.rotation_trick,
+        )
+        self.lookup = NearestCode("auto" if config.lookup_backend == "library" else config.lookup_backend)
+
+    @property
+    def codebooks(self) -> torch.Tensor:
+        """(L, K, codebook_dim) codes of every level."""
+        return self.rvq.codebooks
+
+    def describe(self) -> str:
+        c = self.config
+        return (f"dim={c.dim}, codebook_size={c.codebook_size}, num_levels={c.num_levels}, "
+                f"codebook_dim={c.codebook_dim or c.dim}")
+
+    def quantize(self, x: torch.Tensor) -> QuantizerOutput:
+        if not self.training and self.config.lookup_backend != "library" \
+                and all(fast_eval_ok(vq) for vq in self.rvq.layers):
+            return self._eval_quantize(x)
+        quantized, ids, all_losses = self.rvq(x)
+        loss = all_losses.sum() if self.training else zero_loss(x)
+        return QuantizerOutput(quantized, ids, QuantizerAux(loss=loss, losses=_per_level_losses(all_losses, "commitment")))
+
+    def _eval_quantize(self, x: torch.Tensor) -> QuantizerOutput:
+        # ResidualVQ.forward in eval, operation for operation, with the fused lookup per level
+        h = self.rvq.project_in(x)
+        quantized_out = torch.zeros_like(h)
+        residual = h
+        all_ids = []
+        for vq in self.rvq.layers:
+            quantized, ids = eval_lookup(vq, residual, self.lookup)
+            residual = residual - quantized.detach()
+            quantized_out = quantized_out + quantized
+            all_ids.append(ids)
+        out = self.rvq.project_out(quantized_out)
+        zeros = torch.zeros(self.num_levels, device=x.device)
+        return QuantizerOutput(out, torch.stack(all_ids, dim=-1),
+                               QuantizerAux(loss=zero_loss(x), losses=_per_level_losses(zeros, "commitment")))
+
+    def ids_to_vectors(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids: (B, N, L') for any 1 <= L' <= L (a prefix of the levels) -> (B, N, D)."""
+        self.check_ids(ids)
+        codebooks = self.rvq.codebooks
+        out = None
+        for level in range(ids.shape[-1]):
+            codes = codebooks[level][ids[..., level]]
+            out = torch.zeros_like(codes) + codes if out is None else out + codes
+        return self.rvq.project_out(out)
+
+
+@dataclass
+class RFSQConfig:
+    """Options of :class:`ResidualFiniteScalarQuantizer`.
+
+    dim: D of the latents (projected to len(levels) channels and back when different).
+    levels: FSQ levels of every residual level (each level's grid is scaled down by levels**-l).
+    num_levels: L. quantizer_dropout / dropout_min_levels: as :class:`RVQConfig`.
+    """
+
+    dim: int
+    levels: tuple[int, ...] = (8, 5, 5, 5)
+    num_levels: int = 4
+    quantizer_dropout: bool = False
+    dropout_min_levels: int = 1
+    lookup_backend: str = "auto"
+    usage_window: int = 100
+
+    def __post_init__(self):
+        self.levels = tuple(int(v) for v in self.levels)
+        if not self.levels or any(v < 2 for v in self.levels):
+            raise ConfigError(f"levels must be a non-empty list of ints >= 2, got {list(self.levels)}")
+        if self.num_levels < 1 or not 1 <= self.dropout_min_levels <= self.num_levels:
+            raise ConfigError(f"need num_levels >= 1 and 1 <= dropout_min_levels <= num_levels, got "
+                              f"{self.num_levels}, {self.dropout_min_levels}")
+        if self.lookup_backend not in LOOKUP_BACKENDS:
+            raise ConfigError(f"lookup_backend must be one of {LOOKUP_BACKENDS}, got {self.lookup_backend!r}")
+
+
+class ResidualFiniteScalarQuantizer(Quantizer):
+    """Residual FSQ. x: (B, N, D) -> quantized (B, N, D), ids (B, N, L) int64 in [0, prod(levels))."""
+
+    def __init__(self, config: RFSQConfig):
+        super().__init__(config.dim, math.prod(config.levels), num_levels=config.num_levels,
+                         usage_window=config.usage_window)
+        self.config = config
+        self.levels = list(config.levels)
+        self.rfsq = ResidualFSQ(dim=config.dim, levels=self.levels, num_quantizers=config.num_levels,
+                                quantize_dropout=config.quantizer_dropout,
+                                quantize_dropout_cutoff_index=config.dropout_min_levels - 1)
+        self.round = FSQRound("auto" if config.lookup_backend == "library" else config.lookup_backend)
+
+    @property
+    def codebooks(self) -> torch.Tensor:
+        """(L, K, len(levels)) implicit codes of every level, before each level's scale."""
+        return self.rfsq.codebooks
+
+    def describe(self) -> str:
+        c = self.config
+        return f"dim={c.dim}, levels={list(c.levels)}, num_levels={c.num_levels}"
+
+    def quantize(self, x: torch.Tensor) -> QuantizerOutput:
+        if self.training or self.config.lookup_backend == "library":
+            quantized, ids = self.rfsq(x)
+            return QuantizerOutput(quantized, ids.long(), QuantizerAux(loss=zero_loss(x)))
+        return self._eval_quantize(x)
+
+    def _eval_quantize(self, x: torch.Tensor) -> QuantizerOutput:
+        # ResidualFSQ.forward in eval, operation for operation, with the fused rounding per level
+        r = self.rfsq
+        h = r.project_in(x)
+        if r.soft_clamp_input_value is not None:
+            clamp = r.soft_clamp_input_value
+            h = (h / clamp).tanh() * clamp
+        quantized_out = 0.0
+        residual = h
+        all_ids = []
+        for layer, scale in zip(r.layers, r.scales):
+            z = residual / scale
+            codes, ids = self.round(z.float(), self.levels, layer.preserve_symmetry, layer.bound_hard_clamp)
+            quantized = codes.to(z.dtype) * scale
+            residual = residual - quantized.detach()
+            quantized_out = quantized_out + quantized
+            all_ids.append(ids)
+        return QuantizerOutput(r.project_out(quantized_out), torch.stack(all_ids, dim=-1),
+                               QuantizerAux(loss=zero_loss(x)))
+
+    def ids_to_vectors(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids: (B, N, L') for any 1 <= L' <= L (a prefix of the levels) -> (B, N, D)."""
+        self.check_ids(ids)
+        r = self.rfsq
+        out = 0.0
+        for level in range(ids.shape[-1]):
+            out = out + r.layers[level].indices_to_codes(ids[..., level]) * r.scales[level]
+        return r.project_out(out)
