@@ -57,8 +57,13 @@ class Case:
     @classmethod
     def parse(cls, text: str) -> "Case":
         parts = text.split(":")
-        q, n, k, d, dt = parts[:5]
-        return cls(q, int(n), int(k), int(d), dt, int(parts[5]) if len(parts) > 5 else 1)
+        try:
+            q, n, k, d, dt = parts[:5]
+            return cls(q, int(n), int(k), int(d), dt, int(parts[5]) if len(parts) > 5 else 1)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"bad case {text!r}: expected quantizer:N:K:D:dtype[:levels], "
+                "e.g. vq-euclidean:16384:4096:32:float32") from None
 
 
 def default_cases(device: str, quick: bool) -> list[Case]:
@@ -258,7 +263,7 @@ def markdown(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--cases", nargs="*", help="quantizer:N:K:D:dtype[:levels], e.g. vq-euclidean:16384:4096:32:float32")
+    ap.add_argument("--cases", nargs="*", type=Case.parse, help="quantizer:N:K:D:dtype[:levels], e.g. vq-euclidean:16384:4096:32:float32")
     ap.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
     ap.add_argument("--reps", type=int, default=5, help="timed repetitions (min is reported)")
     ap.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
@@ -267,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.device == "cpu":
         torch.set_num_threads(args.threads)
         _fixed_mmap_threshold()
-    cases = [Case.parse(c) for c in args.cases] if args.cases else default_cases(args.device, args.quick)
+    cases = args.cases if args.cases else default_cases(args.device, args.quick)
     rows = []
     for case in cases:
         rec = run_case(case, args.device, args.reps)
