@@ -162,3 +162,8 @@ def test_registered_name_downloads_and_converts_official_weights(tmp_path, monke
         loaded = zoo.from_pretrained("titok_nano_32", endpoint=server.endpoint, cache_dir=tmp_path / "c")
     x = torch.rand(2, 3, 64, 64)
     assert torch.equal(loaded.encode(x), ours.encode(x))
+
+
+def test_unreachable_hub_says_so(tmp_path):
+    with pytest.raises(CheckpointError, match="cannot download model.safetensors.*not in the local cache"):
+        zoo.from_pretrained("alice/titok-nano", endpoint="http://127.0.0.1:9", cache_dir=tmp_path)

@@ -115,6 +115,9 @@ def download(repo_id: str, *, revision: str | None = None, cache_dir: str | Path
     for filename in files:
         try:
             got.append(hf_hub_download(repo_id, filename, **kwargs))
+        except LocalEntryNotFoundError as e:  # a subclass of EntryNotFoundError: test it first
+            raise CheckpointError(f"cannot download {filename} of {repo_id!r} and it is not in the local cache "
+                                  f"(no network? set HF_ENDPOINT or pre-download it): {e}") from None
         except EntryNotFoundError:
             if filename == CONFIG_NAME and not config_required:
                 continue
@@ -124,9 +127,6 @@ def download(repo_id: str, *, revision: str | None = None, cache_dir: str | Path
             raise CheckpointError(f"Hub repo {repo_id!r} has no revision {revision!r}") from None
         except RepositoryNotFoundError:
             raise CheckpointError(f"Hub repo {repo_id!r} not found (or private without a token)") from None
-        except LocalEntryNotFoundError as e:
-            raise CheckpointError(f"cannot download {filename} of {repo_id!r} and it is not in the local cache "
-                                  f"(no network? set HF_ENDPOINT or pre-download it): {e}") from None
     return Path(got[0]).parent
 
 
