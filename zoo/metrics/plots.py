@@ -67,13 +67,7 @@ def save_curves(x_key: str, x_label: str, panels: list[tuple[str, str]], rows: l
         if log_x and all(x > 0 for x in xs):
             ax.set_xscale("log", base=2)
         ax.grid(alpha=0.3)
-    fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    return path
+    return _save_figure(plt, fig, title, path)
 
 
 def save_spectrograms(rows: list[tuple[str, np.ndarray]], path: str | Path, title: str) -> Path:
@@ -87,6 +81,11 @@ def save_spectrograms(rows: list[tuple[str, np.ndarray]], path: str | Path, titl
         ax.set_title(label, fontsize=9)
         ax.set_ylabel("mel bin")
     axes[-1, 0].set_xlabel("frame")
+    return _save_figure(plt, fig, title, path)
+
+
+def _save_figure(plt, fig, title: str, path: str | Path) -> Path:
+    """Title, lay out and write ``fig`` as a PNG (atomically), then free it."""
     fig.suptitle(title)
     fig.tight_layout()
     path = Path(path)
