@@ -18,13 +18,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "model_cards")
     ap.add_argument("--results", type=Path, nargs="*", default=[],
-                    help="results JSON files ({'model': name, 'metrics': {...}}) to include")
+                    help="`zoo eval` results JSON files whose numbers go into the cards")
     args = ap.parse_args()
     measured = {}
     for path in args.results:
         r = json.loads(path.read_text())
-        measured[r.get("variant") or r.get("model")] = {k: v for k, v in r.get("metrics", {}).items()
-                                                        if isinstance(v, (int, float))}
+        data = r["data"]
+        for row in r["results"]:
+            tag = f" ({row['num_tokens']} tokens)" if len(r["results"]) > 1 else ""
+            metrics = {f"{k}{tag}": v for k, v in row.items() if isinstance(v, (int, float)) and v is not None}
+            metrics[f"evaluated on{tag}"] = f"{data['num_evaluated']} images, data hash {data['hash'][7:19]}"
+            measured.setdefault(r["model"]["name"], {}).update(metrics)
     for name in zoo.list_models():
         with torch.device("meta"):
             model = zoo.create(name)
