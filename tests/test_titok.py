@@ -180,3 +180,19 @@ def test_encode_in_train_mode_leaves_the_codebook_alone():
     a = model.encode(x)
     assert torch.equal(model.quantize.codebook, before) and model.quantize.training
     assert torch.equal(a, model.encode(x))
+
+
+def test_codebook_metric_follows_official_configs():
+    # upstream configs: use_l2_norm True for the two-stage variants, False for the vq8k ones
+    for name in ["titok_s_128", "titok_b_64", "titok_l_32"]:
+        assert zoo.get_config(name).use_cosine
+    for name in ["titok_bl64_vq8k", "titok_bl128_vq8k", "titok_sl256_vq8k"]:
+        assert not zoo.get_config(name).use_cosine
+
+
+def test_euclidean_official_codebook_is_not_normalized():
+    codes = torch.randn(16, 4) * 3
+    out = convert_titok_state_dict({"quantize.embedding.weight": codes}, use_cosine=False)
+    assert torch.equal(out["quantize.vq._codebook.embed"][0], codes)
+    out = convert_titok_state_dict({"quantize.embedding.weight": codes}, use_cosine=True)
+    assert torch.allclose(out["quantize.vq._codebook.embed"][0].norm(dim=-1), torch.ones(16))

@@ -20,7 +20,7 @@ def load_official(name: str, directory: str | Path, *, map_location: str = "cpu"
     if convert is None:
         raise CheckpointError(f"no converter for official {model.family} checkpoints")
     state = read_weights(Path(directory) / WEIGHTS_NAME, map_location)
-    load_state(model, convert(state), source=f"{directory} (official {name})")
+    load_state(model, convert(state, use_cosine=model.config.use_cosine), source=f"{directory} (official {name})")
     return model.to(map_location).eval()
 
 

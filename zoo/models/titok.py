@@ -141,23 +141,27 @@ def titok_l_32() -> TiTokConfig:
     return _titok("large", "large", num_tokens=32, decoder_head="proxy")
 
 
-# Single-stage variants (official "vq8k" configs): 8192 codes of dim 64, ViT-L decoder, pixel head.
+# Single-stage variants (official "vq8k" configs): 8192 Euclidean codes of dim 64 (use_l2_norm: False
+# upstream), ViT-L decoder, pixel head.
 @register_model(TiTok, paper="TiTok-BL-64-VQ8k", params_official=390_016_148, pixel_decoder=False,
                 official_repo="yucornetto/tokenizer_titok_bl64_vq8k_imagenet")
 def titok_bl64_vq8k() -> TiTokConfig:
-    return _titok("base", "large", num_tokens=64, codebook_size=8192, token_dim=64)
+    return _titok("base", "large", num_tokens=64, codebook_size=8192, token_dim=64,
+                  use_cosine=False)
 
 
 @register_model(TiTok, paper="TiTok-BL-128-VQ8k", params_official=390_179_988, pixel_decoder=False,
                 official_repo="yucornetto/tokenizer_titok_bl128_vq8k_imagenet")
 def titok_bl128_vq8k() -> TiTokConfig:
-    return _titok("base", "large", num_tokens=128, codebook_size=8192, token_dim=64)
+    return _titok("base", "large", num_tokens=128, codebook_size=8192, token_dim=64,
+                  use_cosine=False)
 
 
 @register_model(TiTok, paper="TiTok-SL-256-VQ8k", params_official=330_260_884, pixel_decoder=False,
                 official_repo="yucornetto/tokenizer_titok_sl256_vq8k_imagenet")
 def titok_sl256_vq8k() -> TiTokConfig:
-    return _titok("small", "large", num_tokens=256, codebook_size=8192, token_dim=64)
+    return _titok("small", "large", num_tokens=256, codebook_size=8192, token_dim=64,
+                  use_cosine=False)
 
 
 # A CPU-sized variant for tests, tutorials and smoke runs: 64x64 images, 32 tokens. Dead-code
