@@ -165,5 +165,11 @@ def test_registered_name_downloads_and_converts_official_weights(tmp_path, monke
 
 
 def test_unreachable_hub_says_so(tmp_path):
+    # a dotted repo id is still a repo id, not a file path
     with pytest.raises(CheckpointError, match="cannot download model.safetensors.*not in the local cache"):
-        zoo.from_pretrained("alice/titok-nano", endpoint="http://127.0.0.1:9", cache_dir=tmp_path)
+        zoo.from_pretrained("alice/titok-nano-1.5", endpoint="http://127.0.0.1:9", cache_dir=tmp_path)
+
+
+def test_missing_paths_are_paths(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        zoo.from_pretrained(str(tmp_path / "no" / "such" / "dir"))

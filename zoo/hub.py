@@ -70,7 +70,7 @@ def from_pretrained(name_or_path: str | Path, revision: str | None = None, *, ca
     if path.is_dir():
         return load_directory(path, map_location=map_location)
     name = str(name_or_path)
-    if path.suffix or os.sep in name and not _looks_like_repo_id(name):
+    if not _looks_like_repo_id(name) and (path.suffix or os.sep in name):
         raise CheckpointError(f"checkpoint directory {name!r} does not exist")
     for folder in checkpoint_dirs():
         if (folder / name / CONFIG_NAME).is_file():
