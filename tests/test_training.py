@@ -64,6 +64,14 @@ def test_recipe_errors_are_clear(tmp_path):
         load_recipe(RECIPE, ["trainer.max_steps"])
 
 
+def test_unset_data_variable_is_named(monkeypatch):
+    from zoo.training.recipe import build
+
+    monkeypatch.delenv("ZOO_DATA", raising=False)
+    with pytest.raises(ConfigError, match=r"ZOO_DATA.*--set data.root"):
+        build(load_recipe(RECIPE, ["module.perceptual_weight=0"]))
+
+
 def test_missing_perceptual_weights_are_reported(monkeypatch):
     import zoo.training.losses as losses
 

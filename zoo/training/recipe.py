@@ -94,6 +94,9 @@ def build(recipe: dict[str, Any]):
     data_cfg = dict(recipe.get("data") or {})
     if "root" not in data_cfg:
         raise ConfigError("recipe section 'data' needs root: a folder of images")
+    if "$" in str(data_cfg["root"]):
+        raise ConfigError(f"data.root is {data_cfg['root']!r}: set that environment variable, or pass "
+                          "--set data.root=path/to/images")
     data_cfg.setdefault("image_size", module.model.input_size)
     data_cfg.setdefault("seed", recipe.get("seed", 0))
     try:
