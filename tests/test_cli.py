@@ -27,14 +27,15 @@ def test_list(capsys):
 
 def test_tokenize_and_reconstruct_files(saved_nano, image_folder, tmp_path, capsys, nano):
     png, jpg = sorted(image_folder.glob("*.png"))[0], sorted(image_folder.glob("*.jpg"))[0]
-    assert main(["tokenize", str(png), str(jpg), "--model", str(saved_nano)]) == 0
+    assert main(["tokenize", str(png), str(jpg), "--model", str(saved_nano), "--batch-size", "1"]) == 0
     lines = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
     assert [len(r["ids"]) for r in lines] == [16, 16]
     from zoo.data import load_image
     assert lines[0]["ids"] == nano.encode(load_image(png, 32))[0].tolist()
 
-    assert main(["tokenize", str(png), "--model", str(saved_nano), "-o", str(tmp_path / "ids.npy")]) == 0
-    assert np.load(tmp_path / "ids.npy").shape == (1, 16)
+    out_npy = tmp_path / "ids.npy"
+    assert main(["tokenize", str(png), str(jpg), "--model", str(saved_nano), "-o", str(out_npy)]) == 0
+    assert np.load(out_npy).tolist() == [r["ids"] for r in lines]  # batched == one at a time
 
     out = tmp_path / "rec.png"
     assert main(["reconstruct", str(jpg), "--model", str(saved_nano), "-o", str(out)]) == 0

@@ -59,15 +59,18 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_tokenize(args: argparse.Namespace) -> int:
     import numpy as np
+    import torch
 
     from zoo.data import load_image
 
     model = load_model(args.model, revision=args.revision, random_init=args.random_init, device=args.device)
     device = next(model.parameters()).device
     rows = {}
-    for path in args.images:
-        image = load_image(path, model.input_size).to(device)
-        rows[str(path)] = model.encode(image)[0].tolist()
+    for start in range(0, len(args.images), args.batch_size):  # read and encode a batch at a time
+        paths = args.images[start:start + args.batch_size]
+        images = torch.cat([load_image(p, model.input_size) for p in paths]).to(device)
+        for path, ids in zip(paths, model.encode(images).tolist()):
+            rows[str(path)] = ids
     if args.output is None:
         for path, ids in rows.items():
             print(json.dumps({"image": path, "ids": ids}))
@@ -124,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("images", nargs="+", type=Path)
     model_args(s)
     s.add_argument("-o", "--output", default=None, help="write ids to a .json or .npy file instead of stdout")
+    s.add_argument("--batch-size", type=int, default=32, help="images encoded at once")
     s.set_defaults(func=cmd_tokenize)
 
     s = sub.add_parser("reconstruct", help="tokenize an image and decode it back")
