@@ -19,8 +19,23 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from zoo.errors import CheckpointError, InputError
+from zoo.errors import CheckpointError, ConfigError, InputError
 from zoo.validation import check_ids
+
+
+#: eval lookup backends of every quantizer config; "library" runs vector-quantize-pytorch's own forward
+LOOKUP_BACKENDS = ("auto", "torch", "triton", "library")
+
+
+def check_lookup_backend(value: str) -> None:
+    """Config check shared by every quantizer: ``value`` must be one of :data:`LOOKUP_BACKENDS`."""
+    if value not in LOOKUP_BACKENDS:
+        raise ConfigError(f"lookup_backend must be one of {LOOKUP_BACKENDS}, got {value!r}")
+
+
+def kernel_backend(lookup_backend: str) -> str:
+    """The kernel dispatch backend of a config's ``lookup_backend`` ("library" leaves it on "auto")."""
+    return "auto" if lookup_backend == "library" else lookup_backend
 
 
 @dataclass

@@ -17,7 +17,8 @@ from vector_quantize_pytorch import FSQ
 
 from zoo.errors import ConfigError
 from zoo.kernels.layers import FSQRound
-from zoo.quantize.base import Quantizer, QuantizerAux, QuantizerOutput, zero_loss
+from zoo.quantize.base import (Quantizer, QuantizerAux, QuantizerOutput, check_lookup_backend,
+                               kernel_backend, zero_loss)
 
 FLEXTOK_LEVELS = (8, 8, 8, 5, 5, 5)
 
@@ -40,8 +41,7 @@ class FSQConfig:
         self.levels = tuple(int(v) for v in self.levels)
         if not self.levels or any(v < 3 for v in self.levels):
             raise ConfigError(f"FSQ levels must be a non-empty list of ints >= 3, got {list(self.levels)}")
-        if self.lookup_backend not in ("auto", "torch", "triton", "library"):
-            raise ConfigError(f"lookup_backend must be auto/torch/triton/library, got {self.lookup_backend!r}")
+        check_lookup_backend(self.lookup_backend)
 
 
 class FiniteScalarQuantizer(Quantizer):
@@ -53,7 +53,7 @@ class FiniteScalarQuantizer(Quantizer):
         self.config = config
         self.levels = list(config.levels)
         self.fsq = FSQ(levels=self.levels, dim=dim)
-        self.round = FSQRound("auto" if config.lookup_backend == "library" else config.lookup_backend)
+        self.round = FSQRound(kernel_backend(config.lookup_backend))
 
     @property
     def codebook(self) -> torch.Tensor:

@@ -16,7 +16,8 @@ from vector_quantize_pytorch import LFQ
 
 from zoo.errors import ConfigError
 from zoo.kernels.layers import LFQSign
-from zoo.quantize.base import Quantizer, QuantizerAux, QuantizerOutput, zero_loss
+from zoo.quantize.base import (Quantizer, QuantizerAux, QuantizerOutput, check_lookup_backend,
+                               kernel_backend, zero_loss)
 
 
 @dataclass
@@ -45,8 +46,7 @@ class LFQConfig:
         if math.log2(k) > 62:
             raise ConfigError(f"LFQ supports at most 2**62 codes, got 2**{int(math.log2(k))}")
         self.codebook_size = k
-        if self.lookup_backend not in ("auto", "torch", "triton", "library"):
-            raise ConfigError(f"lookup_backend must be auto/torch/triton/library, got {self.lookup_backend!r}")
+        check_lookup_backend(self.lookup_backend)
 
 
 class LookupFreeQuantizer(Quantizer):
@@ -58,7 +58,7 @@ class LookupFreeQuantizer(Quantizer):
         self.lfq = LFQ(dim=config.dim, codebook_size=config.codebook_size,
                        entropy_loss_weight=config.entropy_loss_weight, diversity_gamma=config.diversity_gamma,
                        commitment_loss_weight=config.commitment_weight, codebook_scale=config.codebook_scale)
-        self.sign = LFQSign("auto" if config.lookup_backend == "library" else config.lookup_backend)
+        self.sign = LFQSign(kernel_backend(config.lookup_backend))
 
     @property
     def codebook(self) -> torch.Tensor:

@@ -19,8 +19,9 @@ from vector_quantize_pytorch import ResidualFSQ, ResidualVQ
 
 from zoo.errors import ConfigError
 from zoo.kernels.layers import FSQRound, NearestCode
-from zoo.quantize.base import Quantizer, QuantizerAux, QuantizerOutput, zero_loss
-from zoo.quantize.vq import LOOKUP_BACKENDS, eval_lookup, fast_eval_ok
+from zoo.quantize.base import (Quantizer, QuantizerAux, QuantizerOutput, check_lookup_backend,
+                               kernel_backend, zero_loss)
+from zoo.quantize.vq import eval_lookup, fast_eval_ok
 
 
 def _per_level_losses(all_losses: torch.Tensor, name: str) -> dict[str, torch.Tensor]:
@@ -62,8 +63,7 @@ class RVQConfig:
                               f"{self.dim}, {self.codebook_size}, {self.num_levels}")
         if not 1 <= self.dropout_min_levels <= self.num_levels:
             raise ConfigError(f"dropout_min_levels must be in [1, {self.num_levels}], got {self.dropout_min_levels}")
-        if self.lookup_backend not in LOOKUP_BACKENDS:
-            raise ConfigError(f"lookup_backend must be one of {LOOKUP_BACKENDS}, got {self.lookup_backend!r}")
+        check_lookup_backend(self.lookup_backend)
 
 
 class ResidualVectorQuantizer(Quantizer):
@@ -81,7 +81,7 @@ class ResidualVectorQuantizer(Quantizer):
             kmeans_iters=config.kmeans_iters, threshold_ema_dead_code=config.dead_code_threshold,
             rotation_trick=config.rotation_trick,
         )
-        self.lookup = NearestCode("auto" if config.lookup_backend == "library" else config.lookup_backend)
+        self.lookup = NearestCode(kernel_backend(config.lookup_backend))
 
     @property
     def codebooks(self) -> torch.Tensor:
@@ -124,7 +124,7 @@ class ResidualVectorQuantizer(Quantizer):
         out = None
         for level in range(ids.shape[-1]):
             codes = codebooks[level][ids[..., level]]
-            out = torch.zeros_like(codes) + codes if out is None else out + codes
+            out = codes if out is None else out + codes
         return self.rvq.project_out(out)
 
 
@@ -152,8 +152,7 @@ class RFSQConfig:
         if self.num_levels < 1 or not 1 <= self.dropout_min_levels <= self.num_levels:
             raise ConfigError(f"need num_levels >= 1 and 1 <= dropout_min_levels <= num_levels, got "
                               f"{self.num_levels}, {self.dropout_min_levels}")
-        if self.lookup_backend not in LOOKUP_BACKENDS:
-            raise ConfigError(f"lookup_backend must be one of {LOOKUP_BACKENDS}, got {self.lookup_backend!r}")
+        check_lookup_backend(self.lookup_backend)
 
 
 class ResidualFiniteScalarQuantizer(Quantizer):
@@ -167,7 +166,7 @@ class ResidualFiniteScalarQuantizer(Quantizer):
         self.rfsq = ResidualFSQ(dim=config.dim, levels=self.levels, num_quantizers=config.num_levels,
                                 quantize_dropout=config.quantizer_dropout,
                                 quantize_dropout_cutoff_index=config.dropout_min_levels - 1)
-        self.round = FSQRound("auto" if config.lookup_backend == "library" else config.lookup_backend)
+        self.round = FSQRound(kernel_backend(config.lookup_backend))
 
     @property
     def codebooks(self) -> torch.Tensor:

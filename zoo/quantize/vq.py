@@ -15,10 +15,9 @@ from vector_quantize_pytorch import VectorQuantize
 
 from zoo.errors import ConfigError
 from zoo.kernels.layers import NearestCode
-from zoo.quantize.base import Quantizer, QuantizerAux, QuantizerOutput, zero_loss
+from zoo.quantize.base import (Quantizer, QuantizerAux, QuantizerOutput, check_lookup_backend,
+                               kernel_backend, zero_loss)
 
-#: lookup backends of the eval path; "library" runs vector-quantize-pytorch's own forward in eval too
-LOOKUP_BACKENDS = ("auto", "torch", "triton", "library")
 
 
 @dataclass
@@ -60,8 +59,7 @@ class VQConfig:
         if self.learnable_codebook and self.use_cosine:
             raise ConfigError("learnable_codebook needs Euclidean codes (use_cosine=False); "
                               "cosine codes are updated by EMA")
-        if self.lookup_backend not in LOOKUP_BACKENDS:
-            raise ConfigError(f"lookup_backend must be one of {LOOKUP_BACKENDS}, got {self.lookup_backend!r}")
+        check_lookup_backend(self.lookup_backend)
 
 
 def make_vector_quantize(config: VQConfig, **extra) -> VectorQuantize:
@@ -113,8 +111,7 @@ class VectorQuantizer(Quantizer):
         super().__init__(config.dim, config.codebook_size, usage_window=config.usage_window)
         self.config = config
         self.vq = make_vector_quantize(config)
-        backend = config.lookup_backend if config.lookup_backend != "library" else "auto"
-        self.lookup = NearestCode(backend)
+        self.lookup = NearestCode(kernel_backend(config.lookup_backend))
 
     @property
     def codebook(self) -> torch.Tensor:
