@@ -127,3 +127,14 @@ def test_latent_perturbation_perturbs_the_first_beta_fraction():
     out = module.forward_tokenizer(images)
     out.reconstruction.mean().backward()
     assert model.encoder.patch_embed.weight.grad.abs().sum() > 0  # straight-through to the encoder
+
+
+def test_training_crops_vary_between_draws_and_validation_is_fixed(image_folder):
+    from zoo.training.data import ImageDataModule
+
+    data = ImageDataModule(str(image_folder), 32, batch_size=4)
+    data.setup()
+    torch.manual_seed(0)
+    draws = [data.train_set[0] for _ in range(4)]
+    assert any(not torch.equal(draws[0], d) for d in draws[1:])  # a new crop/flip each epoch
+    assert torch.equal(data.val_set[0], data.val_set[0])

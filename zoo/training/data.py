@@ -16,21 +16,19 @@ log = logging.getLogger(__name__)
 
 
 class ImageFolder(Dataset):
-    """Every readable image under ``root`` as (3, size, size) float in [0, 1]."""
+    """Every image of ``files`` as (3, size, size) float in [0, 1]; ``train`` adds a random crop and
+    flip drawn from torch's RNG (seeded per worker by ``lightning.seed_everything(workers=True)``)."""
 
-    def __init__(self, files: list[Path], size: int, *, train: bool, seed: int = 0):
+    def __init__(self, files: list[Path], size: int, *, train: bool):
         self.files = files
         self.size = size
         self.train = train
-        self.seed = seed
-        self.epoch = 0
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        g = torch.Generator().manual_seed(hash((self.seed, self.epoch, i)) % (2 ** 63)) if self.train else None
-        return to_tensor(open_rgb(self.files[i]), self.size, random_crop=self.train, hflip=self.train, generator=g)
+        return to_tensor(open_rgb(self.files[i]), self.size, random_crop=self.train, hflip=self.train)
 
 
 def readable_images(root: str | Path) -> list[Path]:
@@ -66,7 +64,7 @@ class ImageDataModule(L.LightningDataModule):
         n_val = max(1, int(round(len(files) * self.val_fraction))) if len(files) > 1 else 0
         val = [files[i] for i in perm[:n_val]]
         train = [files[i] for i in perm[n_val:]] or val
-        self.train_set = ImageFolder(train, self.image_size, train=True, seed=self.seed)
+        self.train_set = ImageFolder(train, self.image_size, train=True)
         self.val_set = ImageFolder(val or train, self.image_size, train=False)
 
     def train_dataloader(self) -> DataLoader:
