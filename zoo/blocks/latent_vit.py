@@ -24,8 +24,9 @@ class LatentTokenEncoder(nn.Module):
     """
 
     def __init__(self, image_size: int, patch_size: int, width: int, depth: int, num_heads: int,
-                 num_latent: int, out_dim: int, mlp_ratio: float = 4.0):
+                 num_latent: int, out_dim: int, mlp_ratio: float = 4.0, legacy_layout: bool = False):
         super().__init__()
+        self.legacy_layout = legacy_layout
         self.grid = image_size // patch_size
         self.width = width
         self.num_latent = num_latent
@@ -49,7 +50,14 @@ class LatentTokenEncoder(nn.Module):
         x = self.ln_pre(torch.cat([x, latents], dim=1))
         x = self.transformer(x)
         latents = self.ln_post(x[:, 1 + self.grid ** 2:])  # (B, N, width)
-        latents = self.conv_out(rearrange(latents, "b n d -> b d n 1"))
+        if self.legacy_layout:
+            # The official TiTok checkpoints built without ``is_legacy: False`` (every two-stage
+            # variant, and One-D-Piece) feed the 1x1 conv a plain *reshape* of (B, N, width) to
+            # (B, width, N, 1), which scrambles tokens and channels. Their weights were trained
+            # with it, so it is kept here behind a flag.
+            latents = self.conv_out(latents.reshape(b, self.width, self.num_latent, 1))
+        else:
+            latents = self.conv_out(rearrange(latents, "b n d -> b d n 1"))
         return rearrange(latents, "b d n 1 -> b n d")
 
 

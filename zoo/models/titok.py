@@ -60,6 +60,9 @@ class TiTokConfig:
     decoder_head: str = "pixel"  # "pixel" (single stage) or "proxy" (two stage, MaskGIT-VQGAN decoder)
     proxy_codes: int = 1024
     proxy_dim: int = 256
+    # True for official weights trained with the legacy encoder layout (a reshape, not a permute,
+    # before the 1x1 token projection): the two-stage TiTok checkpoints and One-D-Piece.
+    legacy_layout: bool = False
 
     def __post_init__(self) -> None:
         if self.image_size % self.patch_size:
@@ -81,7 +84,8 @@ class TiTok(ImageTokenizer):
         c = config
         self.latent_tokens = nn.Parameter(c.encoder_width ** -0.5 * torch.randn(c.num_tokens, c.encoder_width))
         self.encoder = LatentTokenEncoder(c.image_size, c.patch_size, c.encoder_width, c.encoder_depth,
-                                          c.encoder_heads, c.num_tokens, c.token_dim, c.mlp_ratio)
+                                          c.encoder_heads, c.num_tokens, c.token_dim, c.mlp_ratio,
+                                          legacy_layout=c.legacy_layout)
         self.quantize = VectorQuantizer(VQConfig(dim=c.token_dim, codebook_size=c.codebook_size,
                                                  use_cosine=c.use_cosine, commitment_weight=c.commitment_weight,
                                                  ema_decay=c.ema_decay, kmeans_init=c.kmeans_init,
@@ -126,19 +130,19 @@ def _titok(encoder: str, decoder: str, **kwargs) -> TiTokConfig:
 @register_model(TiTok, paper="TiTok-S-128", params_official=83_674_639, pixel_decoder=True,
                 official_repo="yucornetto/tokenizer_titok_s128_imagenet")
 def titok_s_128() -> TiTokConfig:
-    return _titok("small", "small", num_tokens=128, decoder_head="proxy")
+    return _titok("small", "small", num_tokens=128, decoder_head="proxy", legacy_layout=True)
 
 
 @register_model(TiTok, paper="TiTok-B-64", params_official=204_814_095, pixel_decoder=True,
                 official_repo="yucornetto/tokenizer_titok_b64_imagenet")
 def titok_b_64() -> TiTokConfig:
-    return _titok("base", "base", num_tokens=64, decoder_head="proxy")
+    return _titok("base", "base", num_tokens=64, decoder_head="proxy", legacy_layout=True)
 
 
 @register_model(TiTok, paper="TiTok-L-32", params_official=641_054_735, pixel_decoder=True,
                 official_repo="yucornetto/tokenizer_titok_l32_imagenet")
 def titok_l_32() -> TiTokConfig:
-    return _titok("large", "large", num_tokens=32, decoder_head="proxy")
+    return _titok("large", "large", num_tokens=32, decoder_head="proxy", legacy_layout=True)
 
 
 # Single-stage variants (official "vq8k" configs): 8192 Euclidean codes of dim 64 (use_l2_norm: False

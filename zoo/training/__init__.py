@@ -1,7 +1,18 @@
-"""Training: the LightningModule, losses, data modules and YAML recipes."""
+"""Training: the LightningModules, losses, data modules, tasks and YAML recipes.
+
+Each family whose training is not plain image reconstruction registers a task in
+:mod:`zoo.training.tasks` (import its module here so the registration runs).
+"""
 
 from zoo.training.data import ImageDataModule, ImageFolder
 from zoo.training.module import ImageTokenizerModule
-from zoo.training.recipe import build, load_recipe, train
+from zoo.training.tasks import get_task, list_tasks, register_task
 
-__all__ = ["ImageDataModule", "ImageFolder", "ImageTokenizerModule", "build", "load_recipe", "train"]
+register_task("image", ImageTokenizerModule, ImageDataModule,
+              data_defaults=lambda module: {"image_size": module.model.input_size},
+              description="image reconstruction: L1/L2/LPIPS/GAN + quantizer losses")
+
+from zoo.training.recipe import build, load_recipe, train  # noqa: E402
+
+__all__ = ["ImageDataModule", "ImageFolder", "ImageTokenizerModule", "build", "load_recipe", "train",
+           "register_task", "get_task", "list_tasks"]

@@ -79,28 +79,29 @@ def build(recipe: dict[str, Any]):
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from zoo.training.callbacks import ExportPretrained
-    from zoo.training.data import ImageDataModule
-    from zoo.training.module import ImageTokenizerModule
+    from zoo.training.tasks import get_task
 
     recipe = copy.deepcopy(recipe)
     L.seed_everything(recipe.get("seed", 0), workers=True)
     out = Path(recipe.get("output_dir") or f"runs/{recipe['model']['name']}")
     model_cfg = recipe["model"]
+    task = get_task(recipe.get("task") or "image")
     try:
-        module = ImageTokenizerModule(model_name=model_cfg["name"], model_overrides=model_cfg.get("overrides") or {},
-                                      **(recipe.get("module") or {}))
+        module = task.module_class(model_name=model_cfg["name"], model_overrides=model_cfg.get("overrides") or {},
+                                   **(recipe.get("module") or {}))
     except TypeError as e:
         raise ConfigError(f"recipe section 'module': {e}") from None
     data_cfg = dict(recipe.get("data") or {})
     if "root" not in data_cfg:
-        raise ConfigError("recipe section 'data' needs root: a folder of images")
+        raise ConfigError("recipe section 'data' needs root: a folder of training data")
     if "$" in str(data_cfg["root"]):
         raise ConfigError(f"data.root is {data_cfg['root']!r}: set that environment variable, or pass "
-                          "--set data.root=path/to/images")
-    data_cfg.setdefault("image_size", module.model.input_size)
+                          "--set data.root=path/to/data")
+    for key, value in task.data_defaults(module).items():
+        data_cfg.setdefault(key, value)
     data_cfg.setdefault("seed", recipe.get("seed", 0))
     try:
-        data = ImageDataModule(**data_cfg)
+        data = task.datamodule_class(**data_cfg)
     except TypeError as e:
         raise ConfigError(f"recipe section 'data': {e}") from None
     ckpt_cfg = {"save_last": True, "every_n_train_steps": 500, **(recipe.get("checkpoint") or {})}
