@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torchvision.transforms import functional as TF
@@ -31,14 +32,37 @@ def list_images(root: str | Path) -> list[Path]:
 
 
 def open_rgb(path: str | Path) -> Image.Image:
-    """Open ``path`` as an RGB PIL image; unreadable files raise :class:`InputError`."""
+    """Open ``path`` as an 8-bit RGB PIL image; unreadable files (missing, corrupt, truncated,
+    decompression bombs over PIL's pixel limit) raise :class:`InputError`. 16- and 32-bit
+    grayscale and float images are scaled to 8 bits by their bit depth (PIL alone clips them)."""
     try:
         with Image.open(path) as im:
-            return im.convert("RGB")
+            return to_rgb(im)
     except FileNotFoundError:
         raise InputError(f"image file {path} does not exist") from None
-    except (UnidentifiedImageError, OSError, ValueError) as e:
+    except IsADirectoryError:
+        raise InputError(f"image path {path} is a folder, not an image file") from None
+    except Image.DecompressionBombError as e:
+        raise InputError(f"refusing image {path}: {e} (raise PIL.Image.MAX_IMAGE_PIXELS if you trust it)") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise InputError(f"cannot read image {path}: {e}") from None
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """Any PIL image -> 8-bit RGB. High-bit-depth grayscale ("I;16*", "I", "F") is rescaled from its
+    full range (65535 for 16-bit, 1.0 or 255 for float) instead of being clipped at 255."""
+    if im.mode.startswith("I;16") or im.mode in ("I", "F"):
+        arr = np.asarray(im, dtype=np.float64)
+        if im.mode == "F":
+            top = 1.0 if arr.size and np.nanmax(arr) <= 1.0 else 255.0
+        elif im.mode.startswith("I;16"):
+            top = 65535.0
+        else:  # 32-bit ints: PNGs of 16 bits or less open like this in older Pillow
+            peak = float(arr.max()) if arr.size else 0.0
+            top = 255.0 if peak <= 255 else 65535.0 if peak <= 65535 else peak
+        arr = np.nan_to_num(np.clip(arr / top, 0.0, 1.0)) * 255.0
+        return Image.fromarray(arr.round().astype(np.uint8), mode="L").convert("RGB")
+    return im.convert("RGB")
 
 
 def to_tensor(image: Image.Image, size: int, *, random_crop: bool = False, hflip: bool = False,
@@ -63,17 +87,32 @@ def load_image(path: str | Path, size: int) -> torch.Tensor:
     return to_tensor(open_rgb(path), size)[None]
 
 
+def image_format(path: str | Path) -> str:
+    """The PIL format that ``path``'s extension names (case-insensitive: ``.png``, ``.JPG``,
+    ``.webp``, ...); an extension PIL cannot write raises :class:`OutputError` (before any work)."""
+    from zoo.errors import OutputError
+
+    suffix = Path(path).suffix.lower()
+    fmt = Image.registered_extensions().get(suffix)
+    if fmt is None or fmt not in Image.SAVE:
+        known = sorted(e for e, f in Image.registered_extensions().items() if f in Image.SAVE and e in IMAGE_EXTENSIONS)
+        raise OutputError(f"cannot write an image to {path}: unknown image extension {suffix or '(none)'!r}; "
+                          f"use one of {', '.join(known)}")
+    return fmt
+
+
 def save_image(images: torch.Tensor, path: str | Path) -> Path:
-    """Write (3, H, W) or (B, 3, H, W) images in [0, 1] as one PNG/JPEG (a row when B > 1), atomically."""
+    """Write (3, H, W) or (B, 3, H, W) images in [0, 1] as one image (a row when B > 1), atomically,
+    in the format the extension names (PNG, JPEG, WebP, ...; see :func:`image_format`)."""
     from torchvision.utils import make_grid
 
     from zoo.io import atomic_path
 
+    fmt = image_format(path)
     if images.ndim == 4:
         images = make_grid(images, nrow=images.shape[0], padding=0)
-    arr = (images.detach().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
+    arr = (images.detach().float().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
     path = Path(path)
-    fmt = {".jpg": "JPEG", ".jpeg": "JPEG"}.get(path.suffix.lower(), "PNG")
     with atomic_path(path) as tmp:
         Image.fromarray(arr).save(tmp, format=fmt)
     return path

@@ -23,4 +23,16 @@ class CheckpointError(ZooError, RuntimeError):
 
 
 class ConfigError(ZooError, ValueError):
-    """A config or recipe has an unknown field or an invalid value."""
+    """A config or recipe has an unknown field or an invalid value; ``field`` names it when known."""
+
+    def __init__(self, message: str = "", *, field: str | None = None):
+        super().__init__(message)
+        self.field = field
+
+
+class OutputError(ZooError, OSError):
+    """An output path cannot be written (a folder, read-only, under a file, unknown format)."""
+
+
+class TrainingInterrupted(ZooError, RuntimeError):
+    """Training stopped on SIGINT/SIGTERM after saving a checkpoint to resume from."""

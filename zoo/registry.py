@@ -12,7 +12,8 @@ import fnmatch
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from zoo.errors import ConfigError, UnknownModelError
+from zoo.config import build_dataclass
+from zoo.errors import UnknownModelError
 
 
 @dataclass(frozen=True)
@@ -79,16 +80,9 @@ def family_class(family: str) -> type:
 
 
 def make_config(config_class: type, values: dict[str, Any], *, what: str = "config") -> Any:
-    """Build ``config_class(**values)`` with a clear error on unknown or invalid fields."""
-    names = {f.name for f in dataclasses.fields(config_class)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise ConfigError(f"{what}: unknown field(s) {unknown} for {config_class.__name__}; "
-                          f"valid fields: {sorted(names)}")
-    try:
-        return config_class(**values)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"{what}: invalid {config_class.__name__}: {e}") from e
+    """Build ``config_class(**values)``: unknown fields (with the closest valid names) and values
+    that do not fit the field annotations raise :class:`ConfigError` (see :mod:`zoo.config`)."""
+    return build_dataclass(config_class, values, what=what)
 
 
 def get_config(name: str, **overrides: Any) -> Any:

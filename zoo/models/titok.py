@@ -17,10 +17,12 @@ Parameter names match the official checkpoints (see ``zoo.convert.titok``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated, Literal
 
 import torch
 from torch import nn
 
+from zoo.config import CheckedConfig, Fraction, NonNegativeFloat, PositiveFloat, PositiveInt, Range
 from zoo.blocks import ConvPixelDecoder, LatentTokenDecoder, LatentTokenEncoder
 from zoo.models.base import ImageTokenizer
 from zoo.quantize import VectorQuantizer, VQConfig
@@ -36,41 +38,45 @@ VIT_SIZES = {
 
 
 @dataclass
-class TiTokConfig:
-    """Every size of a TiTok model. Widths/depths/heads default to ViT-S."""
+class TiTokConfig(CheckedConfig):
+    """Every size of a TiTok model. Widths/depths/heads default to ViT-S. Checked on construction
+    (types, ranges, heads dividing widths): a bad value raises :class:`zoo.errors.ConfigError`."""
 
-    image_size: int = 256
-    patch_size: int = 16
-    num_tokens: int = 32
-    encoder_width: int = 512
-    encoder_depth: int = 8
-    encoder_heads: int = 8
-    decoder_width: int = 512
-    decoder_depth: int = 8
-    decoder_heads: int = 8
-    mlp_ratio: float = 4.0
-    codebook_size: int = 4096
-    token_dim: int = 12
+    image_size: PositiveInt = 256
+    patch_size: PositiveInt = 16
+    num_tokens: PositiveInt = 32
+    encoder_width: PositiveInt = 512
+    encoder_depth: PositiveInt = 8
+    encoder_heads: PositiveInt = 8
+    decoder_width: PositiveInt = 512
+    decoder_depth: PositiveInt = 8
+    decoder_heads: PositiveInt = 8
+    mlp_ratio: PositiveFloat = 4.0
+    codebook_size: Annotated[int, Range(ge=2)] = 4096
+    token_dim: PositiveInt = 12
     use_cosine: bool = True
-    commitment_weight: float = 0.25
-    ema_decay: float = 0.8
+    commitment_weight: NonNegativeFloat = 0.25
+    ema_decay: Fraction = 0.8
     kmeans_init: bool = False
-    dead_code_threshold: float = 0.0
+    dead_code_threshold: NonNegativeFloat = 0.0
     rotation_trick: bool = False
-    decoder_head: str = "pixel"  # "pixel" (single stage) or "proxy" (two stage, MaskGIT-VQGAN decoder)
-    proxy_codes: int = 1024
-    proxy_dim: int = 256
+    # "pixel" (single stage) or "proxy" (two stage, MaskGIT-VQGAN decoder)
+    decoder_head: Literal["pixel", "proxy"] = "pixel"
+    proxy_codes: PositiveInt = 1024
+    proxy_dim: PositiveInt = 256
     # True for official weights trained with the legacy encoder layout (a reshape, not a permute,
     # before the 1x1 token projection): the two-stage TiTok checkpoints and One-D-Piece.
     legacy_layout: bool = False
 
-    def __post_init__(self) -> None:
-        if self.image_size % self.patch_size:
-            raise ValueError(f"image_size {self.image_size} must be a multiple of patch_size {self.patch_size}")
-        if self.decoder_head not in ("pixel", "proxy"):
-            raise ValueError(f"decoder_head must be 'pixel' or 'proxy', got {self.decoder_head!r}")
-        if self.decoder_head == "proxy" and self.image_size // self.patch_size * 16 != self.image_size:
-            raise ValueError("the proxy head renders a 16x upsampled grid: use patch_size 16")
+    def check(self) -> None:
+        self.require(self.image_size % self.patch_size == 0, "image_size",
+                     f"a multiple of patch_size ({self.patch_size})")
+        for part in ("encoder", "decoder"):
+            width, heads = getattr(self, f"{part}_width"), getattr(self, f"{part}_heads")
+            self.require(width % heads == 0, f"{part}_heads", f"a divisor of {part}_width ({width})",
+                         f"e.g. {part}_heads={max(h for h in range(1, min(width, heads) + 1) if width % h == 0)}")
+        self.require(self.decoder_head != "proxy" or self.patch_size == 16, "patch_size",
+                     "16 with decoder_head='proxy' (the proxy head renders a 16x upsampled grid)")
 
 
 class TiTok(ImageTokenizer):
