@@ -2,9 +2,40 @@
 
 from __future__ import annotations
 
+import math
+import os
+
 import torch
 
 from zoo.errors import InputError
+
+#: environment variable choosing when value checks (NaN/Inf, range, id bounds) run:
+#: "auto" (default): on CPU tensors only, so that a GPU never waits on the host for a check;
+#: "always": on every device (synchronises the GPU); "async": CPU as "auto", on a GPU with
+#: ``torch._assert_async`` (no wait, but a failure aborts the CUDA context); "off": never.
+VALUE_CHECKS_ENV = "ZOO_VALUE_CHECKS"
+VALUE_CHECK_MODES = ("auto", "always", "async", "off")
+
+
+def value_check_mode(t: torch.Tensor) -> str:
+    """How to check the values of ``t``: "sync" (read them on the host), "async" or "skip"."""
+    mode = os.environ.get(VALUE_CHECKS_ENV, "auto") or "auto"
+    if mode not in VALUE_CHECK_MODES:
+        raise InputError(f"{VALUE_CHECKS_ENV} must be one of {VALUE_CHECK_MODES}, got {mode!r}")
+    if mode == "off" or t.numel() == 0:
+        return "skip"
+    if t.device.type == "cpu" or mode == "always":
+        return "sync"
+    return "async" if mode == "async" else "skip"
+
+
+def check_finite(x: torch.Tensor, message: str) -> None:
+    """Raise :class:`InputError` ``message`` if x has NaN or Inf (a value check, see :func:`value_check_mode`)."""
+    mode = value_check_mode(x)
+    if mode == "sync" and not bool(torch.isfinite(x).all()):
+        raise InputError(message)
+    if mode == "async":
+        torch._assert_async(torch.isfinite(x).all(), message)
 
 
 def check_images(images: torch.Tensor, input_size: int | tuple[int, int]) -> None:
@@ -25,10 +56,14 @@ def check_images(images: torch.Tensor, input_size: int | tuple[int, int]) -> Non
     if not images.is_floating_point():
         raise InputError(f"images must be a float tensor with values in [0, 1], got dtype {images.dtype} "
                          "(for uint8 images divide by 255)")
-    if images.numel() and not torch.isfinite(images).all():
-        raise InputError("images contain NaN or Inf values")
-    if images.numel():
-        lo, hi = images.min().item(), images.max().item()
+    mode = value_check_mode(images)
+    if mode == "async":
+        ok = torch.isfinite(images).all() & (images.amin() >= -1e-3) & (images.amax() <= 1 + 1e-3)
+        torch._assert_async(ok, "images must be finite with values in [0, 1]")
+    if mode == "sync":
+        lo, hi = (float(v) for v in torch.aminmax(images))  # one pass; NaN and Inf show in the extremes
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise InputError("images contain NaN or Inf values")
         if lo < -1e-3 or hi > 1 + 1e-3:
             raise InputError(f"images must have values in [0, 1], got range [{lo:.3g}, {hi:.3g}] "
                              "(images in [-1, 1] or [0, 255] must be rescaled)")
@@ -56,8 +91,11 @@ def check_ids(ids: torch.Tensor, vocab_size: int, lengths: int | tuple[int, ...]
             raise InputError(f"ids must have {want} tokens per sample, got {n} (shape {tuple(ids.shape)})")
     if levels is not None and ids.shape[2] > levels:
         raise InputError(f"ids have {ids.shape[2]} residual levels, the model has at most {levels}")
-    if ids.numel():
-        lo, hi = int(ids.min()), int(ids.max())
+    mode = value_check_mode(ids)
+    if mode == "async":
+        torch._assert_async((ids.amin() >= 0) & (ids.amax() < vocab_size), f"token ids must be in [0, {vocab_size})")
+    if mode == "sync":
+        lo, hi = (int(v) for v in torch.aminmax(ids))
         if lo < 0 or hi >= vocab_size:
             raise InputError(f"token ids must be in [0, {vocab_size}), got values in [{lo}, {hi}]")
 

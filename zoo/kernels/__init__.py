@@ -1,6 +1,6 @@
 """Fused quantization kernels (Triton) with automatic dispatch, shipped as a universal Hub kernel.
 
-- :func:`nearest_code`, :func:`fsq_quantize`, :func:`lfq_quantize`: dispatching entry points
+- :func:`nearest_code`, :func:`fsq_quantize`, :func:`rfsq_quantize`, :func:`lfq_quantize`: dispatching entry points
   (``backend="auto" | "torch" | "triton"``, or ``ZOO_QUANTIZE_BACKEND``);
 - :data:`HUB_KERNEL_DIR`: the kernel laid out for the Hub (``build/torch-universal/zoo_quantize``),
   loadable with ``kernels.get_local_kernel(HUB_KERNEL_DIR)``; it is also the built-in default;
@@ -15,7 +15,9 @@ from zoo.kernels.dispatch import (
     fsq_quantize,
     lfq_quantize,
     nearest_code,
+    rerank_candidates,
     resolve_backend,
+    rfsq_quantize,
     triton_available,
 )
 from zoo.kernels.layers import (
@@ -30,5 +32,5 @@ from zoo.kernels.layers import (
 __all__ = [
     "BACKENDS", "DEFAULT_KERNEL_REPO", "ENV_BACKEND", "FSQRound", "HUB_KERNEL_DIR", "LFQSign", "NearestCode",
     "builtin_kernel", "fsq_quantize", "kernel_mapping", "kernelize_quantizers", "lfq_quantize", "nearest_code",
-    "resolve_backend", "triton_available",
+    "rerank_candidates", "resolve_backend", "rfsq_quantize", "triton_available",
 ]

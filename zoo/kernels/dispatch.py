@@ -18,10 +18,14 @@ from types import ModuleType
 import torch
 
 from zoo.errors import InputError
-from zoo.quantize.lookup import fsq_round_torch, l2norm, lfq_sign_torch, nearest_code_torch
+from zoo.validation import check_finite as check_finite_values
+from zoo.quantize.lookup import (fsq_round_torch, l2norm, lfq_sign_torch, nearest_code_rerank_torch,
+                                 nearest_code_torch, rfsq_round_torch)
 
 BACKENDS = ("auto", "torch", "triton")
 ENV_BACKEND = "ZOO_QUANTIZE_BACKEND"
+#: candidates of the low-precision search re-ranked exactly for fp32 lookups (0: exact fp32 search)
+ENV_RERANK = "ZOO_QUANTIZE_RERANK"
 #: the universal Hub kernel shipped inside the package (the same files scripts/push_kernels.py uploads)
 HUB_KERNEL_DIR = Path(__file__).resolve().parent / "hub"
 BUILTIN_VARIANT_DIR = HUB_KERNEL_DIR / "build" / "torch-universal"
@@ -99,19 +103,37 @@ def _kernel_dtypes(x: torch.Tensor, codebook: torch.Tensor) -> tuple[torch.Tenso
     return x.float(), codebook.float()
 
 
+def rerank_candidates(candidates: int | None) -> int:
+    """Candidates of the re-ranked fp32 search: the argument, else ``ZOO_QUANTIZE_RERANK``, else 0 (off)."""
+    if candidates is None:
+        text = os.environ.get(ENV_RERANK, "0") or "0"
+        try:
+            candidates = int(text)
+        except ValueError:
+            raise InputError(f"{ENV_RERANK} must be a number of candidates (0: off), got {text!r}") from None
+    if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 0:
+        raise InputError(f"candidates must be an int >= 0 (0: exact fp32 search), got {candidates!r}")
+    return candidates
+
+
 def nearest_code(x: torch.Tensor, codebook: torch.Tensor, metric: str = "euclidean", backend: str = "auto", *,
-                 codebook_normalized: bool = False, return_vectors: bool = True, check_finite: bool = True):
+                 codebook_normalized: bool = False, return_vectors: bool = True, check_finite: bool = True,
+                 candidates: int | None = None):
     """Nearest code of every vector: x (..., D), codebook (K, D) -> (ids (...) int64, vectors (..., D)).
 
     metric: ``"euclidean"``; ``"cosine"`` (l2-normalize x and, unless ``codebook_normalized``, the
     codes; returned vectors are rows of the codebook as given); ``"dot"`` (maximum inner product).
-    Memory is O(N + K) on both backends.
+    Memory is O(N + K) on both backends. ``candidates`` > 0 (or ``ZOO_QUANTIZE_RERANK``) makes fp32
+    lookups search in bf16 and re-rank that many best codes exactly in fp32
+    (:func:`~zoo.quantize.lookup.nearest_code_rerank_torch`): the same ids, on tensor cores.
+    ``check_finite``: refuse NaN/Inf in x (a value check: CPU tensors only, see zoo.validation).
     """
     _check_pair(x, codebook)
     if metric not in ("euclidean", "cosine", "dot"):
         raise InputError(f"metric must be 'euclidean', 'cosine' or 'dot', got {metric!r}")
-    if check_finite and x.numel() and not torch.isfinite(x).all():
-        raise InputError("x contains NaN or Inf values")
+    if check_finite:
+        check_finite_values(x, "x contains NaN or Inf values")
+    rerank = rerank_candidates(candidates)
     lead = x.shape[:-1]
     flat = x.reshape(-1, x.shape[-1])
     codes = codebook
@@ -123,7 +145,9 @@ def nearest_code(x: torch.Tensor, codebook: torch.Tensor, metric: str = "euclide
     which = resolve_backend(backend, x.device)
     flat, codes = _kernel_dtypes(flat, codes)
     fused_gather = return_vectors and codes is codebook  # the kernel's gather returns the right rows
-    if which == "triton":
+    if rerank and flat.dtype == torch.float32:
+        ids, vectors = nearest_code_rerank_torch(flat, codes, metric, candidates=rerank, return_vectors=fused_gather)
+    elif which == "triton":
         ids, vectors = builtin_kernel().nearest_code(flat, codes, metric, return_vectors=fused_gather)
     else:
         ids, vectors = nearest_code_torch(flat, codes, metric, return_vectors=fused_gather)
@@ -142,6 +166,29 @@ def fsq_quantize(z: torch.Tensor, levels, symmetric: bool = False, hard_clamp: b
     if resolve_backend(backend, z.device) == "triton":
         return builtin_kernel().fsq_quantize(z, list(levels), symmetric=symmetric, hard_clamp=hard_clamp)
     return fsq_round_torch(z, list(levels), symmetric=symmetric, hard_clamp=hard_clamp)
+
+
+def rfsq_quantize(h: torch.Tensor, levels, scales: torch.Tensor, symmetric: bool = False, hard_clamp: bool = False,
+                  backend: str = "auto", count: bool = False):
+    """Residual FSQ: h (..., C), scales (L,) -> (quantized (..., C) in h's dtype, ids (..., L) int64, counts).
+
+    Triton (fp32 h): every level in one kernel, which also adds the ids to an (L, K) fp32 histogram
+    ``counts`` when ``count``; otherwise level after level in PyTorch and ``counts`` is None (the
+    caller counts the ids). Both give vector-quantize-pytorch's ``ResidualFSQ`` eval ids.
+    """
+    if h.shape[-1] != len(levels):
+        raise InputError(f"residual FSQ expects {len(levels)} channels (one per level), got shape {tuple(h.shape)}")
+    if resolve_backend(backend, h.device) == "triton" and h.dtype == torch.float32:
+        counts = None
+        if count:
+            k = 1
+            for v in levels:
+                k *= int(v)
+            counts = torch.zeros(scales.numel(), k, dtype=torch.float32, device=h.device)
+        quantized, ids = builtin_kernel().rfsq_quantize(h, list(levels), scales, symmetric=symmetric,
+                                                        hard_clamp=hard_clamp, counts=counts)
+        return quantized, ids, counts
+    return (*rfsq_round_torch(h, list(levels), scales, symmetric=symmetric, hard_clamp=hard_clamp), None)
 
 
 def lfq_quantize(x: torch.Tensor, scale: float = 1.0, backend: str = "auto"):

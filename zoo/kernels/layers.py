@@ -66,6 +66,19 @@ class LFQSign(_Swappable):
         return lfq_quantize(x, scale, self.backend)
 
 
+class RFSQRound(_Swappable):
+    """h (..., C), levels, scales (L,), symmetric, hard_clamp -> (quantized (..., C), ids (..., L), counts or None).
+
+    Every residual level in one fused kernel on CUDA (with the (L, K) code histogram); not swapped by
+    ``kernelize_quantizers`` (Hub kernels of version 1 do not have it).
+    """
+
+    def forward(self, h: torch.Tensor, levels: list[int], scales: torch.Tensor, symmetric: bool, hard_clamp: bool,
+                count: bool = True):
+        from zoo.kernels.dispatch import rfsq_quantize
+        return rfsq_quantize(h, levels, scales, symmetric, hard_clamp, self.backend, count=count)
+
+
 def kernel_mapping(repo_id: str | None = None, *, path: str | Path | None = None, version: int | None = None,
                    revision: str | None = None, device: str = "cuda", trust_remote_code: bool = False) -> dict:
     """A ``kernels`` layer mapping that sends the zoo's quantizer layers to a Hub (or local) kernel."""

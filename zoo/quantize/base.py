@@ -19,18 +19,9 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from zoo.errors import CheckpointError, ConfigError, InputError
-from zoo.validation import check_ids
-
-
-#: eval lookup backends of every quantizer config; "library" runs vector-quantize-pytorch's own forward
-LOOKUP_BACKENDS = ("auto", "torch", "triton", "library")
-
-
-def check_lookup_backend(value: str) -> None:
-    """Config check shared by every quantizer: ``value`` must be one of :data:`LOOKUP_BACKENDS`."""
-    if value not in LOOKUP_BACKENDS:
-        raise ConfigError(f"lookup_backend must be one of {LOOKUP_BACKENDS}, got {value!r}")
+from zoo.errors import CheckpointError, InputError
+from zoo.quantize.checks import LOOKUP_BACKENDS, check_common, check_lookup_backend  # noqa: F401 (re-exported)
+from zoo.validation import check_finite, check_ids
 
 
 def kernel_backend(lookup_backend: str) -> str:
@@ -50,6 +41,8 @@ class QuantizerAux:
     loss: torch.Tensor
     losses: dict[str, torch.Tensor] = field(default_factory=dict)
     stats: dict[str, torch.Tensor] = field(default_factory=dict)
+    #: (L, K) code histogram of this call when the quantizer's kernel counted it (None: counted from the ids)
+    counts: torch.Tensor | None = None
 
 
 class QuantizerOutput(NamedTuple):
@@ -60,11 +53,36 @@ class QuantizerOutput(NamedTuple):
     aux: QuantizerAux
 
 
+def code_counts(ids: torch.Tensor, codebook_size: int) -> torch.Tensor:
+    """Histogram of ids per level, on the ids' device without a host sync: (B, N) or (B, N, L) -> (L, K) float32.
+
+    Ids of -1 (a residual level dropped by quantizer dropout) are not counted.
+    """
+    if ids.ndim != 3:  # single level: ids are never -1
+        flat = ids.reshape(-1)
+        if ids.device.type == "cpu":
+            return torch.bincount(flat, minlength=codebook_size)[None, :codebook_size].float()
+        counts = torch.zeros(codebook_size, dtype=torch.float32, device=ids.device)
+        return counts.index_add_(0, flat, torch.ones_like(flat, dtype=torch.float32))[None]
+    levels = ids.shape[-1]
+    bins = codebook_size + 1  # one spare bin per level takes the -1 ids, dropped below
+    flat = torch.where(ids >= 0, ids, codebook_size).reshape(-1, levels)
+    flat = (flat + torch.arange(levels, device=ids.device) * bins).reshape(-1)
+    if ids.device.type == "cpu":  # bincount reads max() on the host: fine on a CPU, a sync on a GPU
+        counts = torch.bincount(flat, minlength=levels * bins).float()
+    else:
+        counts = torch.zeros(levels * bins, dtype=torch.float32, device=ids.device)
+        counts.index_add_(0, flat, torch.ones_like(flat, dtype=torch.float32))
+    return counts[: levels * bins].view(levels, bins)[:, :codebook_size]
+
+
 class UsageTracker(nn.Module):
     """Counts code use over a sliding window of recent calls to spot codebook collapse.
 
     ``usage`` is the fraction of codes hit at least once in the last ``window`` calls (per level),
-    ``perplexity`` is exp(entropy) of the code histogram of the current batch (per level).
+    ``perplexity`` is exp(entropy) of the code histogram of the current batch (per level); both
+    are averaged over the levels that saw any id in this call (all levels when none did).
+    Everything stays on the device (histograms by bincount/index_add, no masks, no ``.item()``).
     The counts are not part of the state dict: they describe a run, not the model.
     """
 
@@ -79,34 +97,35 @@ class UsageTracker(nn.Module):
         self.register_buffer("calls", torch.zeros((), dtype=torch.long), persistent=False)
 
     @torch.no_grad()
-    def update(self, ids: torch.Tensor) -> dict[str, torch.Tensor]:
-        """ids: (B, N) or (B, N, L) int64. Returns detached ``usage``/``perplexity`` (+ ``_l{i}`` per level)."""
-        flat = ids.reshape(-1, ids.shape[-1]) if ids.ndim == 3 else ids.reshape(-1, 1)
-        stats: dict[str, torch.Tensor] = {}
-        usages, perps = [], []
-        for level in range(flat.shape[1]):
-            col = flat[:, level]
-            col = col[col >= 0]  # -1 marks a residual level dropped by quantizer dropout
-            if col.numel() == 0 and flat.shape[1] > 1:
-                continue
-            counts = torch.bincount(col, minlength=self.codebook_size).float()
-            if self.training:
-                self.last_seen[level][counts > 0] = self.calls
-            probs = counts / counts.sum().clamp_min(1)
-            perp = torch.exp(-(probs * torch.log(probs.clamp_min(1e-12))).sum())
-            if self.training:
-                usage = ((self.last_seen[level] >= 0) & (self.last_seen[level] > self.calls - self.window)).float().mean()
-            else:
-                usage = (counts > 0).float().mean()
-            usages.append(usage)
-            perps.append(perp)
-            if flat.shape[1] > 1:
-                stats[f"usage_l{level}"] = usage
-                stats[f"perplexity_l{level}"] = perp
+    def update(self, ids: torch.Tensor, counts: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """ids: (B, N) or (B, N, L) int64; counts: their (L, K) histogram if already made (e.g. by a kernel).
+
+        Returns detached ``usage``/``perplexity`` (+ ``usage_l{i}``/``perplexity_l{i}`` per level).
+        """
+        if counts is None:
+            counts = code_counts(ids, self.codebook_size)
+        counts = counts.float()
+        levels = counts.shape[0]
+        total = counts.sum(-1, keepdim=True)
+        probs = counts / total.clamp_min(1)
+        perp = torch.exp(-(probs * torch.log(probs.clamp_min(1e-12))).sum(-1))
         if self.training:
+            seen = self.last_seen[:levels]
+            seen.copy_(torch.where(counts > 0, self.calls, seen))
+            usage = ((seen >= 0) & (seen > self.calls - self.window)).float().mean(-1)
             self.calls += 1
-        stats["usage"] = torch.stack(usages).mean()
-        stats["perplexity"] = torch.stack(perps).mean()
+        else:
+            usage = (counts > 0).float().mean(-1)
+        stats: dict[str, torch.Tensor] = {}
+        if levels > 1:
+            for level in range(levels):
+                stats[f"usage_l{level}"] = usage[level]
+                stats[f"perplexity_l{level}"] = perp[level]
+        # mean over the levels that got ids (a level dropped by quantizer dropout has none), or all
+        active = total[:, 0] > 0
+        weight = torch.where(active.any(), active, torch.ones_like(active)).float()
+        stats["usage"] = (usage * weight).sum() / weight.sum()
+        stats["perplexity"] = (perp * weight).sum() / weight.sum()
         return stats
 
 
@@ -139,11 +158,23 @@ class Quantizer(nn.Module):
         return self.num_levels * math.log2(self.codebook_size)
 
     def forward(self, x: torch.Tensor) -> QuantizerOutput:
-        """x: (B, N, D) float -> (quantized (B, N, D), ids, aux)."""
+        """x: (B, N, D) float -> (quantized (B, N, D) in x's dtype, ids, aux).
+
+        Latents of another float dtype than the quantizer's parameters (e.g. bf16 latents into an
+        fp32 projection) are computed in the parameters' dtype. No host sync on a GPU.
+        """
         self.check_latents(x)
-        quantized, ids, aux = self.quantize(x)
-        aux.stats.update(self.usage.update(ids))
-        return QuantizerOutput(quantized, ids, aux)
+        dtype = self.compute_dtype()
+        quantized, ids, aux = self.quantize(x if dtype is None or x.dtype == dtype else x.to(dtype))
+        aux.stats.update(self.usage.update(ids, aux.counts))
+        return QuantizerOutput(quantized.to(x.dtype), ids, aux)
+
+    def compute_dtype(self) -> torch.dtype | None:
+        """dtype of the quantizer's float parameters (projections, learnable codes), None without any."""
+        for p in self.parameters():
+            if p.is_floating_point():
+                return p.dtype
+        return None
 
     def quantize(self, x: torch.Tensor) -> QuantizerOutput:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -159,8 +190,7 @@ class Quantizer(nn.Module):
             raise InputError(f"{type(self).__name__} expects latents of shape (B, N, {self.dim}), got {shape}")
         if not x.is_floating_point():
             raise InputError(f"{type(self).__name__} expects float latents, got dtype {x.dtype}")
-        if not torch.isfinite(x).all():
-            raise InputError(f"{type(self).__name__} got latents with NaN or Inf values")
+        check_finite(x, f"{type(self).__name__} got latents with NaN or Inf values")  # CPU only by default: no GPU sync
 
     def check_ids(self, ids: torch.Tensor) -> None:
         check_ids(ids, self.codebook_size, None, levels=self.num_levels if self.num_levels > 1 else None)

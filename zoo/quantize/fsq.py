@@ -15,10 +15,9 @@ from dataclasses import dataclass
 import torch
 from vector_quantize_pytorch import FSQ
 
-from zoo.errors import ConfigError
 from zoo.kernels.layers import FSQRound
-from zoo.quantize.base import (Quantizer, QuantizerAux, QuantizerOutput, check_lookup_backend,
-                               kernel_backend, zero_loss)
+from zoo.quantize.base import Quantizer, QuantizerAux, QuantizerOutput, kernel_backend, zero_loss
+from zoo.quantize.checks import check_common, check_int, check_levels
 
 FLEXTOK_LEVELS = (8, 8, 8, 5, 5, 5)
 
@@ -38,10 +37,9 @@ class FSQConfig:
     usage_window: int = 100
 
     def __post_init__(self):
-        self.levels = tuple(int(v) for v in self.levels)
-        if not self.levels or any(v < 3 for v in self.levels):
-            raise ConfigError(f"FSQ levels must be a non-empty list of ints >= 3, got {list(self.levels)}")
-        check_lookup_backend(self.lookup_backend)
+        self.levels = check_levels("FSQConfig", self.levels, 3)
+        self.dim = check_int("FSQConfig", "dim", self.dim, 1, optional=True)
+        check_common(self)
 
 
 class FiniteScalarQuantizer(Quantizer):

@@ -16,8 +16,8 @@ from vector_quantize_pytorch import LFQ
 
 from zoo.errors import ConfigError
 from zoo.kernels.layers import LFQSign
-from zoo.quantize.base import (Quantizer, QuantizerAux, QuantizerOutput, check_lookup_backend,
-                               kernel_backend, zero_loss)
+from zoo.quantize.base import Quantizer, QuantizerAux, QuantizerOutput, kernel_backend, zero_loss
+from zoo.quantize.checks import check_common, check_float, check_int
 
 
 @dataclass
@@ -40,13 +40,24 @@ class LFQConfig:
     usage_window: int = 100
 
     def __post_init__(self):
-        k = self.codebook_size or 2 ** self.dim
+        name = type(self).__name__
+        self.dim = check_int(name, "dim", self.dim, 1)
+        k = check_int(name, "codebook_size", self.codebook_size, 1, optional=True)
+        if k is None:
+            if self.dim > 62:
+                raise ConfigError(f"LFQConfig.codebook_size defaults to 2**dim; dim={self.dim} is over 62 bits: "
+                                  "give a codebook_size")
+            k = 2 ** self.dim
         if k < 2 or k & (k - 1):
             raise ConfigError(f"LFQ codebook_size must be a power of two >= 2, got {k}")
         if math.log2(k) > 62:
             raise ConfigError(f"LFQ supports at most 2**62 codes, got 2**{int(math.log2(k))}")
         self.codebook_size = k
-        check_lookup_backend(self.lookup_backend)
+        self.entropy_loss_weight = check_float(name, "entropy_loss_weight", self.entropy_loss_weight, 0.0)
+        self.diversity_gamma = check_float(name, "diversity_gamma", self.diversity_gamma, 0.0)
+        self.commitment_weight = check_float(name, "commitment_weight", self.commitment_weight, 0.0)
+        self.codebook_scale = check_float(name, "codebook_scale", self.codebook_scale, 0.0, low_open=True)
+        check_common(self)
 
 
 class LookupFreeQuantizer(Quantizer):

@@ -3,7 +3,13 @@
 - :func:`nearest_code_torch`: distance to every code + argmin + gather, chunked over N so the
   N x K distance matrix never exists whole (memory O(N + K) plus one chunk of bounded size);
 - :func:`fsq_round_torch`: FSQ bound + rounding + id packing;
-- :func:`lfq_sign_torch`: LFQ sign + bit packing.
+- :func:`lfq_sign_torch`: LFQ sign + bit packing;
+- :func:`rfsq_round_torch`: residual FSQ, level after level (the fused kernel does all levels at once);
+- :func:`nearest_code_rerank_torch`: a low-precision (bf16/TF32) candidate search, then an exact
+  fp32 re-rank of the best few codes: the exact search's ids at tensor-core speed.
+
+Nothing here reads a tensor on the host, and per-call constants are cached on their device, so on a
+GPU these functions only queue kernels.
 
 Each follows vector-quantize-pytorch's arithmetic operation for operation, so ids are bitwise the
 same as the library's. Ties go to the lowest index, as ``torch.argmin``/``torch.argmax`` do.
@@ -75,14 +81,76 @@ def nearest_code_torch(x: torch.Tensor, codebook: torch.Tensor, metric: str = "e
     return ids, vectors
 
 
+# -- exact ids from a low-precision candidate search ------------------------------------------------
+def _exact_scores(xc: torch.Tensor, cb: torch.Tensor, cand: torch.Tensor, metric: str,
+                  x_sq: torch.Tensor | None, c_sq: torch.Tensor | None) -> torch.Tensor:
+    """fp32 scores of the candidate codes (rows, C), lower is better, as :func:`nearest_code_torch` scores."""
+    dots = torch.bmm(cb[cand], xc[:, :, None])[..., 0]  # (rows, C) exact fp32 x.c
+    if metric == "euclidean":
+        return ((x_sq[:, None] + c_sq[cand]) + dots * -2.0).clamp_min(1e-8).sqrt()
+    return -dots
+
+
+@torch.no_grad()
+def nearest_code_rerank_torch(x: torch.Tensor, codebook: torch.Tensor, metric: str = "euclidean", *,
+                              candidates: int = 8, candidate_dtype: torch.dtype = torch.bfloat16,
+                              return_vectors: bool = True, chunk_elems: int | None = None):
+    """Nearest code with the exact search's ids, most of the work in low precision.
+
+    x: (N, D), codebook (K, D) -> (ids (N,) int64, codebook[ids] or None). The scores against every
+    code are computed in ``candidate_dtype`` (bf16/fp16 GEMM on tensor cores, or fp32 for TF32 when
+    the caller allows it); the ``candidates`` best codes of each row are then re-scored exactly in
+    fp32 as :func:`nearest_code_torch` scores them, ties to the lowest index. The ids equal the
+    exact search's whenever the true nearest code is among the candidates, i.e. unless more than
+    ``candidates`` codes score within the low-precision error of the best one (duplicated codes
+    count once per copy).
+    """
+    if metric not in ("euclidean", "dot"):
+        raise ValueError(f"metric must be 'euclidean' or 'dot' here, got {metric!r}")
+    n, k = x.shape[0], codebook.shape[0]
+    take = max(1, min(int(candidates), k))
+    cb = codebook.float()
+    cb_low = codebook.to(candidate_dtype)
+    c_sq = squared_norms(codebook) if metric == "euclidean" else None
+    x_sq = squared_norms(x) if metric == "euclidean" else None
+    ids = torch.empty(n, dtype=torch.long, device=x.device)
+    rows = chunk_rows(n, k, x.device, chunk_elems)
+    for start in range(0, n, rows):
+        stop = min(n, start + rows)
+        approx = torch.mm(x[start:stop].to(candidate_dtype), cb_low.t()).float()
+        if metric == "euclidean":  # |x|^2 is the same for every code of a row: rank by |c|^2 - 2 x.c
+            cand = torch.topk(c_sq[None, :] - 2.0 * approx, take, dim=1, largest=False).indices
+        else:
+            cand = torch.topk(approx, take, dim=1).indices
+        xs = None if x_sq is None else x_sq[start:stop]
+        score = _exact_scores(x[start:stop].float(), cb, cand, metric, xs, c_sq)
+        best = score.min(dim=1, keepdim=True).values
+        ids[start:stop] = torch.where(score == best, cand, k).min(dim=1).values  # lowest id among equals
+    return ids, (codebook.index_select(0, ids) if return_vectors else None)
+
+
 # -- FSQ / LFQ ----------------------------------------------------------------------------------------
+_FSQ_CONSTANTS: dict = {}
+
+
+def _fsq_constants(levels: tuple[int, ...], eps: float, device: torch.device):
+    """(levels int32, basis int64, half_l, offset) on ``device``, made once: a host copy waits for the GPU."""
+    key = (levels, eps, str(device))
+    if key not in _FSQ_CONSTANTS:
+        lv = torch.tensor(list(levels), dtype=torch.int32)
+        basis = torch.cumprod(torch.tensor([1] + list(levels[:-1])), dim=0).to(torch.int64)
+        half_l = (lv - 1) * (1 + eps) / 2
+        offset = torch.where(lv % 2 == 0, 0.5, 0.0)
+        _FSQ_CONSTANTS[key] = tuple(t.to(device) for t in (lv, basis, half_l, offset))
+    return _FSQ_CONSTANTS[key]
+
+
 @torch.no_grad()
 def fsq_round_torch(z: torch.Tensor, levels: list[int] | tuple[int, ...], *, symmetric: bool = False,
                     hard_clamp: bool = False, eps: float = 1e-3):
     """FSQ as vector-quantize-pytorch computes it: z (..., C) -> (codes (..., C) fp32, ids (...) int64)."""
     z = z.float()
-    lv = torch.tensor(list(levels), dtype=torch.int32, device=z.device)
-    basis = torch.cumprod(torch.tensor([1] + list(levels[:-1]), device=z.device), dim=0).to(torch.int64)
+    lv, basis, half_l, offset = _fsq_constants(tuple(int(v) for v in levels), eps, z.device)
     if symmetric:
         t = z.clamp(-1.0, 1.0) if hard_clamp else torch.tanh(z)
         lm1 = lv - 1
@@ -90,8 +158,6 @@ def fsq_round_torch(z: torch.Tensor, levels: list[int] | tuple[int, ...], *, sym
         codes = (2.0 / lm1) * bracket - 1.0
         level = bracket
     else:
-        half_l = (lv - 1) * (1 + eps) / 2
-        offset = torch.where(lv % 2 == 0, 0.5, 0.0).to(z.device)
         shift = offset / half_l if hard_clamp else torch.atanh(offset / half_l)
         y = z + shift
         t = y.clamp(-1.0, 1.0) if hard_clamp else torch.tanh(y)
@@ -101,6 +167,24 @@ def fsq_round_torch(z: torch.Tensor, levels: list[int] | tuple[int, ...], *, sym
         level = q + half_width
     ids = (level.to(torch.int64) * basis).sum(-1)
     return codes, ids
+
+
+@torch.no_grad()
+def rfsq_round_torch(h: torch.Tensor, levels: list[int] | tuple[int, ...], scales, *, symmetric: bool = False,
+                     hard_clamp: bool = False):
+    """Residual FSQ as vector-quantize-pytorch's ``ResidualFSQ`` computes it in eval, level after level:
+    h (..., C), scales (L,) -> (quantized (..., C) in h's dtype, ids (..., L) int64)."""
+    quantized_out = 0.0
+    residual = h
+    all_ids = []
+    for scale in scales:
+        z = residual / scale
+        codes, ids = fsq_round_torch(z.float(), levels, symmetric=symmetric, hard_clamp=hard_clamp)
+        quantized = codes.to(z.dtype) * scale
+        residual = residual - quantized
+        quantized_out = quantized_out + quantized
+        all_ids.append(ids)
+    return quantized_out, torch.stack(all_ids, dim=-1)
 
 
 @torch.no_grad()

@@ -18,10 +18,22 @@ import torch
 from vector_quantize_pytorch import ResidualFSQ, ResidualVQ
 
 from zoo.errors import ConfigError
-from zoo.kernels.layers import FSQRound, NearestCode
-from zoo.quantize.base import (Quantizer, QuantizerAux, QuantizerOutput, check_lookup_backend,
-                               kernel_backend, zero_loss)
-from zoo.quantize.vq import eval_lookup, fast_eval_ok
+from zoo.kernels.layers import NearestCode, RFSQRound
+from zoo.quantize.base import Quantizer, QuantizerAux, QuantizerOutput, kernel_backend, zero_loss
+from zoo.quantize.checks import check_bool, check_common, check_float, check_int, check_levels
+from zoo.quantize.vq import InitFlags, eval_lookup
+
+
+def _check_levels_and_dropout(config) -> None:
+    """num_levels >= 1, quantizer_dropout a bool, 1 <= dropout_min_levels <= num_levels, common fields."""
+    name = type(config).__name__
+    config.num_levels = check_int(name, "num_levels", config.num_levels, 1)
+    check_bool(name, "quantizer_dropout", config.quantizer_dropout)
+    config.dropout_min_levels = check_int(name, "dropout_min_levels", config.dropout_min_levels, 1)
+    if config.dropout_min_levels > config.num_levels:
+        raise ConfigError(f"{name}.dropout_min_levels must be in [1, num_levels={config.num_levels}], "
+                          f"got {config.dropout_min_levels}")
+    check_common(config)
 
 
 def _per_level_losses(all_losses: torch.Tensor, name: str) -> dict[str, torch.Tensor]:
@@ -58,12 +70,17 @@ class RVQConfig:
     usage_window: int = 100
 
     def __post_init__(self):
-        if self.num_levels < 1 or self.codebook_size < 1 or self.dim < 1:
-            raise ConfigError("dim, codebook_size and num_levels must all be >= 1, got "
-                              f"{self.dim}, {self.codebook_size}, {self.num_levels}")
-        if not 1 <= self.dropout_min_levels <= self.num_levels:
-            raise ConfigError(f"dropout_min_levels must be in [1, {self.num_levels}], got {self.dropout_min_levels}")
-        check_lookup_backend(self.lookup_backend)
+        name = type(self).__name__
+        self.dim = check_int(name, "dim", self.dim, 1)
+        self.codebook_size = check_int(name, "codebook_size", self.codebook_size, 1)
+        self.codebook_dim = check_int(name, "codebook_dim", self.codebook_dim, 1, optional=True)
+        for flag in ("use_cosine", "kmeans_init", "rotation_trick"):
+            check_bool(name, flag, getattr(self, flag))
+        self.commitment_weight = check_float(name, "commitment_weight", self.commitment_weight, 0.0)
+        self.ema_decay = check_float(name, "ema_decay", self.ema_decay, 0.0, 1.0)
+        self.kmeans_iters = check_int(name, "kmeans_iters", self.kmeans_iters, 1)
+        self.dead_code_threshold = check_float(name, "dead_code_threshold", self.dead_code_threshold, 0.0)
+        _check_levels_and_dropout(self)
 
 
 class ResidualVectorQuantizer(Quantizer):
@@ -82,6 +99,7 @@ class ResidualVectorQuantizer(Quantizer):
             rotation_trick=config.rotation_trick,
         )
         self.lookup = NearestCode(kernel_backend(config.lookup_backend))
+        self._initted = InitFlags(self, list(self.rvq.layers))
 
     @property
     def codebooks(self) -> torch.Tensor:
@@ -94,10 +112,12 @@ class ResidualVectorQuantizer(Quantizer):
                 f"codebook_dim={c.codebook_dim or c.dim}")
 
     def quantize(self, x: torch.Tensor) -> QuantizerOutput:
-        if not self.training and self.config.lookup_backend != "library" \
-                and all(fast_eval_ok(vq) for vq in self.rvq.layers):
+        if not self.training and self.config.lookup_backend != "library" and self._initted.fast_ok():
             return self._eval_quantize(x)
+        if x.shape[0] * x.shape[1] == 0:  # the library cannot take an empty batch
+            return self._empty(x)
         quantized, ids, all_losses = self.rvq(x)
+        self._initted.ran_library()
         loss = all_losses.sum() if self.training else zero_loss(x)
         return QuantizerOutput(quantized, ids, QuantizerAux(loss=loss, losses=_per_level_losses(all_losses, "commitment")))
 
@@ -117,9 +137,17 @@ class ResidualVectorQuantizer(Quantizer):
         return QuantizerOutput(out, torch.stack(all_ids, dim=-1),
                                QuantizerAux(loss=zero_loss(x), losses=_per_level_losses(zeros, "commitment")))
 
+    def _empty(self, x: torch.Tensor) -> QuantizerOutput:
+        """An empty batch: no tokens, no loss (the projections still see it, so gradients are defined)."""
+        ids = torch.zeros(*x.shape[:2], self.num_levels, dtype=torch.long, device=x.device)
+        zeros = torch.zeros(self.num_levels, device=x.device)
+        return QuantizerOutput(self.ids_to_vectors(ids) + 0 * x.sum(), ids,
+                               QuantizerAux(loss=zero_loss(x), losses=_per_level_losses(zeros, "commitment")))
+
     def ids_to_vectors(self, ids: torch.Tensor) -> torch.Tensor:
         """ids: (B, N, L') for any 1 <= L' <= L (a prefix of the levels) -> (B, N, D)."""
         self.check_ids(ids)
+        ids = ids.long()
         codebooks = self.rvq.codebooks
         out = None
         for level in range(ids.shape[-1]):
@@ -146,13 +174,9 @@ class RFSQConfig:
     usage_window: int = 100
 
     def __post_init__(self):
-        self.levels = tuple(int(v) for v in self.levels)
-        if not self.levels or any(v < 2 for v in self.levels):
-            raise ConfigError(f"levels must be a non-empty list of ints >= 2, got {list(self.levels)}")
-        if self.num_levels < 1 or not 1 <= self.dropout_min_levels <= self.num_levels:
-            raise ConfigError(f"need num_levels >= 1 and 1 <= dropout_min_levels <= num_levels, got "
-                              f"{self.num_levels}, {self.dropout_min_levels}")
-        check_lookup_backend(self.lookup_backend)
+        self.dim = check_int(type(self).__name__, "dim", self.dim, 1)
+        self.levels = check_levels(type(self).__name__, self.levels, 2)
+        _check_levels_and_dropout(self)
 
 
 class ResidualFiniteScalarQuantizer(Quantizer):
@@ -166,7 +190,7 @@ class ResidualFiniteScalarQuantizer(Quantizer):
         self.rfsq = ResidualFSQ(dim=config.dim, levels=self.levels, num_quantizers=config.num_levels,
                                 quantize_dropout=config.quantizer_dropout,
                                 quantize_dropout_cutoff_index=config.dropout_min_levels - 1)
-        self.round = FSQRound(kernel_backend(config.lookup_backend))
+        self.round = RFSQRound(kernel_backend(config.lookup_backend))
 
     @property
     def codebooks(self) -> torch.Tensor:
@@ -184,24 +208,16 @@ class ResidualFiniteScalarQuantizer(Quantizer):
         return self._eval_quantize(x)
 
     def _eval_quantize(self, x: torch.Tensor) -> QuantizerOutput:
-        # ResidualFSQ.forward in eval, operation for operation, with the fused rounding per level
+        # ResidualFSQ.forward in eval, operation for operation: every level in one Triton kernel on a
+        # GPU (which also counts the ids for the usage statistics), level after level elsewhere
         r = self.rfsq
         h = r.project_in(x)
         if r.soft_clamp_input_value is not None:
             clamp = r.soft_clamp_input_value
             h = (h / clamp).tanh() * clamp
-        quantized_out = 0.0
-        residual = h
-        all_ids = []
-        for layer, scale in zip(r.layers, r.scales):
-            z = residual / scale
-            codes, ids = self.round(z.float(), self.levels, layer.preserve_symmetry, layer.bound_hard_clamp)
-            quantized = codes.to(z.dtype) * scale
-            residual = residual - quantized.detach()
-            quantized_out = quantized_out + quantized
-            all_ids.append(ids)
-        return QuantizerOutput(r.project_out(quantized_out), torch.stack(all_ids, dim=-1),
-                               QuantizerAux(loss=zero_loss(x)))
+        layer = r.layers[0]
+        quantized, ids, counts = self.round(h, self.levels, r.scales, layer.preserve_symmetry, layer.bound_hard_clamp)
+        return QuantizerOutput(r.project_out(quantized.to(h.dtype)), ids, QuantizerAux(loss=zero_loss(x), counts=counts))
 
     def ids_to_vectors(self, ids: torch.Tensor) -> torch.Tensor:
         """ids: (B, N, L') for any 1 <= L' <= L (a prefix of the levels) -> (B, N, D)."""

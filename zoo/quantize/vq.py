@@ -15,9 +15,8 @@ from vector_quantize_pytorch import VectorQuantize
 
 from zoo.errors import ConfigError
 from zoo.kernels.layers import NearestCode
-from zoo.quantize.base import (Quantizer, QuantizerAux, QuantizerOutput, check_lookup_backend,
-                               kernel_backend, zero_loss)
-
+from zoo.quantize.base import Quantizer, QuantizerAux, QuantizerOutput, kernel_backend, zero_loss
+from zoo.quantize.checks import check_bool, check_common, check_float, check_int
 
 
 @dataclass
@@ -52,14 +51,20 @@ class VQConfig:
     usage_window: int = 100
 
     def __post_init__(self):
-        if self.dim < 1 or self.codebook_size < 1:
-            raise ConfigError(f"dim and codebook_size must be >= 1, got {self.dim} and {self.codebook_size}")
-        if self.codebook_dim is not None and self.codebook_dim < 1:
-            raise ConfigError(f"codebook_dim must be >= 1 or None, got {self.codebook_dim}")
+        name = type(self).__name__
+        self.dim = check_int(name, "dim", self.dim, 1)
+        self.codebook_size = check_int(name, "codebook_size", self.codebook_size, 1)
+        self.codebook_dim = check_int(name, "codebook_dim", self.codebook_dim, 1, optional=True)
+        for flag in ("use_cosine", "learnable_codebook", "kmeans_init", "rotation_trick"):
+            check_bool(name, flag, getattr(self, flag))
+        self.commitment_weight = check_float(name, "commitment_weight", self.commitment_weight, 0.0)
+        self.ema_decay = check_float(name, "ema_decay", self.ema_decay, 0.0, 1.0)
+        self.kmeans_iters = check_int(name, "kmeans_iters", self.kmeans_iters, 1)
+        self.dead_code_threshold = check_float(name, "dead_code_threshold", self.dead_code_threshold, 0.0)
         if self.learnable_codebook and self.use_cosine:
             raise ConfigError("learnable_codebook needs Euclidean codes (use_cosine=False); "
                               "cosine codes are updated by EMA")
-        check_lookup_backend(self.lookup_backend)
+        check_common(self)
 
 
 def make_vector_quantize(config: VQConfig, **extra) -> VectorQuantize:
@@ -97,11 +102,48 @@ def eval_lookup(vq: VectorQuantize, x: torch.Tensor, lookup: NearestCode) -> tup
     return vq.project_out(codes.type(dtype)), ids
 
 
-def fast_eval_ok(vq: VectorQuantize) -> bool:
-    """Whether :func:`eval_lookup` reproduces the library module (plain single-head codebook)."""
+def fast_eval_ok(vq: VectorQuantize, initted: bool | None = None) -> bool:
+    """Whether :func:`eval_lookup` reproduces the library module (plain single-head codebook).
+
+    ``initted``: the codebook's init flag as known on the host (:class:`InitFlags`); read from the
+    buffer when None, which waits for the GPU.
+    """
     cb = vq._codebook
-    return (vq.heads == 1 and not cb.affine_param and cb.vq_bridge is None and bool(cb.initted)
+    if initted is None:
+        initted = bool(cb.initted)
+    return (vq.heads == 1 and not cb.affine_param and cb.vq_bridge is None and initted
             and vq.channel_last and not vq.accept_image_fmap and not vq.accept_3d_fmap)
+
+
+class InitFlags:
+    """Host-side copy of the library codebooks' ``initted`` buffers, so an eval forward never reads
+    a GPU buffer to choose its path (one ``bool(tensor)`` per level was one host sync per level).
+
+    Read from the buffers on construction and after ``load_state_dict``; set after every library
+    forward (which initialises the codebook, by k-means when configured, in any mode).
+    """
+
+    def __init__(self, owner: torch.nn.Module, layers: list[VectorQuantize]):
+        self.layers = layers
+        self.flags = self._read()
+        owner.register_load_state_dict_post_hook(_refresh_init_flags)
+
+    def _read(self) -> list[bool]:
+        return [bool(vq._codebook.initted) for vq in self.layers]
+
+    def refresh(self) -> None:
+        self.flags = self._read()
+
+    def ran_library(self) -> None:
+        self.flags = [True] * len(self.layers)
+
+    def fast_ok(self) -> bool:
+        return all(fast_eval_ok(vq, flag) for vq, flag in zip(self.layers, self.flags))
+
+
+def _refresh_init_flags(module: torch.nn.Module, incompatible_keys) -> None:
+    """load_state_dict post hook (a module-level function, so copies and pickles of the module work)."""
+    module._initted.refresh()
 
 
 class VectorQuantizer(Quantizer):
@@ -112,6 +154,7 @@ class VectorQuantizer(Quantizer):
         self.config = config
         self.vq = make_vector_quantize(config)
         self.lookup = NearestCode(kernel_backend(config.lookup_backend))
+        self._initted = InitFlags(self, [self.vq])
 
     @property
     def codebook(self) -> torch.Tensor:
@@ -123,10 +166,11 @@ class VectorQuantizer(Quantizer):
         return f"dim={c.dim}, codebook_size={c.codebook_size}, codebook_dim={c.codebook_dim or c.dim}"
 
     def quantize(self, x: torch.Tensor) -> QuantizerOutput:
-        if not self.training and self.config.lookup_backend != "library" and fast_eval_ok(self.vq):
+        if not self.training and self.config.lookup_backend != "library" and self._initted.fast_ok():
             quantized, ids = eval_lookup(self.vq, x, self.lookup)
             return QuantizerOutput(quantized, ids, QuantizerAux(loss=zero_loss(x), losses={"commitment": zero_loss(x)}))
         quantized, ids, loss, parts = self.vq(x, return_loss_breakdown=True)
+        self._initted.ran_library()
         if not self.training:
             loss = zero_loss(x)
         losses = {"commitment": parts.commitment.detach()}
@@ -134,4 +178,4 @@ class VectorQuantizer(Quantizer):
 
     def ids_to_vectors(self, ids: torch.Tensor) -> torch.Tensor:
         self.check_ids(ids)
-        return self.vq.get_output_from_indices(ids)
+        return self.vq.get_output_from_indices(ids.long())
