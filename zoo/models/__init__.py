@@ -2,5 +2,6 @@
 
 from zoo.models.base import ImageTokenizer, Tokenizer, TokenizerOutput
 from zoo.models.titok import TiTok, TiTokConfig
+from zoo.models.codec import AudioCodec, CodecConfig  # noqa: E402  (audio codecs: EnCodec, DAC)
 
 __all__ = ["ImageTokenizer", "Tokenizer", "TokenizerOutput", "TiTok", "TiTokConfig"]

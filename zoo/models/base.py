@@ -19,6 +19,8 @@ from typing import Any, ClassVar, Iterator
 import torch
 from torch import nn
 
+from zoo.audio import check_waveform, resample as resample_audio
+from zoo.errors import InputError
 from zoo.quantize import QuantizerAux
 from zoo.validation import check_ids, check_images
 
@@ -134,6 +136,149 @@ class ImageTokenizer(Tokenizer):
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """quantized latents (B, N, D) -> images (B, 3, H, W), unclamped."""
+        raise NotImplementedError
+
+    def _device(self) -> torch.device:
+        return next(self.parameters()).device
+
+
+class AudioTokenizer(Tokenizer):
+    """Shared contract of audio tokenizers (residual codecs): waveforms <-> ids (B, L, T).
+
+    - ``encode(wav, sample_rate=None, bandwidth=None, num_levels=None) -> ids``: wav (B, C, T) float
+      in [-1, 1] -> ids (B, L, T_frames) int64 in [0, vocab_size), L levels (all, or as many as
+      ``bandwidth`` kbps / ``num_levels`` allow);
+    - ``decode(ids) -> wav``: ids (B, L', T_frames) for any prefix 1 <= L' <= L -> (B, C, T_frames * hop);
+    - ``sample_rate``, ``channels``, ``frame_rate`` (frames per second), ``hop_length``,
+      ``num_levels``, ``vocab_size``, ``bandwidths`` (kbps), ``bitrate(levels)`` (kbps).
+
+    Subclasses implement ``encode_latents`` (B, C, T) -> (B, N, D), ``decode_latents`` (B, N, D) ->
+    (B, C, T) and the ``quantizer`` (ids (B, N, L) inside; the public ids are (B, L, N)).
+    """
+
+    modality: ClassVar[str] = "audio"
+    quantizer: nn.Module
+
+    # -- the contract ---------------------------------------------------------------------------
+    @property
+    def sample_rate(self) -> int:
+        return int(self.config.sample_rate)
+
+    @property
+    def channels(self) -> int:
+        return int(self.config.channels)
+
+    @property
+    def hop_length(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def frame_rate(self) -> float:
+        return self.sample_rate / self.hop_length
+
+    @property
+    def num_levels(self) -> int:
+        return int(self.quantizer.num_levels)
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.quantizer.codebook_size)
+
+    def bitrate(self, levels: int | None = None) -> float:
+        """kbps of ``levels`` levels (all by default): frame_rate * levels * log2(vocab) / 1000."""
+        levels = self.num_levels if levels is None else int(levels)
+        return self.frame_rate * levels * math.log2(self.vocab_size) / 1000.0
+
+    @property
+    def bandwidths(self) -> list[float]:
+        """Bitrates in kbps that ``encode(bandwidth=...)`` accepts exactly (a level count each)."""
+        return [round(self.bitrate(n), 3) for n in range(1, self.num_levels + 1)]
+
+    def levels_for(self, bandwidth: float | None = None, num_levels: int | None = None) -> int:
+        """The level count for ``bandwidth`` kbps (largest count within it) or ``num_levels``."""
+        if bandwidth is not None and num_levels is not None:
+            raise InputError("give bandwidth or num_levels, not both")
+        if num_levels is not None:
+            if not 1 <= int(num_levels) <= self.num_levels:
+                raise InputError(f"num_levels must be in [1, {self.num_levels}], got {num_levels}")
+            return int(num_levels)
+        if bandwidth is None:
+            return self.num_levels
+        per_level = self.bitrate(1)
+        n = int(math.floor(float(bandwidth) / per_level + 1e-6))
+        if float(bandwidth) <= 0 or n > self.num_levels:
+            raise InputError(f"bandwidth {bandwidth} kbps is outside this model's range: {per_level:.3g} to "
+                             f"{self.bitrate():.3g} kbps ({self.num_levels} levels of {per_level:.3g} kbps)")
+        return max(1, n)
+
+    def check_audio_ids(self, ids: torch.Tensor) -> None:
+        if not isinstance(ids, torch.Tensor) or ids.ndim != 3:
+            shape = tuple(ids.shape) if isinstance(ids, torch.Tensor) else type(ids).__name__
+            raise InputError(f"audio ids must have shape (B, L, T) (levels, frames), got {shape}")
+        if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+            raise InputError(f"ids must be an integer tensor, got dtype {ids.dtype}")
+        if not 1 <= ids.shape[1] <= self.num_levels:
+            raise InputError(f"ids have {ids.shape[1]} levels (shape {tuple(ids.shape)}); this model decodes 1 to "
+                             f"{self.num_levels} levels (a prefix of its residual levels)")
+        if ids.shape[2] == 0:
+            raise InputError("ids hold no frames")
+        if ids.device.type == "cpu":
+            lo, hi = int(ids.min()), int(ids.max())
+            if lo < 0 or hi >= self.vocab_size:
+                raise InputError(f"token ids must be in [0, {self.vocab_size}), got values in [{lo}, {hi}]")
+
+    def prepare(self, wav: torch.Tensor, sample_rate: int | None = None, resample: bool = False) -> torch.Tensor:
+        """Check ``wav`` (B, C, T) and resample it to the model's rate when asked (``resample=True``)."""
+        if resample and sample_rate is not None and int(sample_rate) != self.sample_rate:
+            check_waveform(wav, channels=self.channels, sample_rate=int(sample_rate), given_rate=None, min_samples=1)
+            wav = resample_audio(wav, int(sample_rate), self.sample_rate)
+            sample_rate = self.sample_rate
+        check_waveform(wav, channels=self.channels, sample_rate=self.sample_rate, given_rate=sample_rate,
+                       min_samples=self.hop_length)
+        return wav.to(self._device())
+
+    @torch.no_grad()
+    def encode(self, wav: torch.Tensor, sample_rate: int | None = None, bandwidth: float | None = None,
+               num_levels: int | None = None, *, resample: bool = False) -> torch.Tensor:
+        """wav (B, C, T) float in [-1, 1] -> ids (B, L, ceil(T / hop)) int64 in [0, vocab_size).
+
+        ``sample_rate``: the rate of ``wav``; a rate other than the model's is an error unless
+        ``resample=True`` (then ``torchaudio.functional.resample`` converts it first).
+        ``bandwidth`` (kbps) or ``num_levels`` keep a prefix of the residual levels.
+        """
+        levels = self.levels_for(bandwidth, num_levels)
+        wav = self.prepare(wav, sample_rate, resample)
+        with _frozen(self.quantizer):  # encoding never updates codebooks (EMA, dead-code restarts)
+            ids = self.quantizer(self.encode_latents(wav)).ids
+        return ids[..., :levels].transpose(1, 2).contiguous()
+
+    @torch.no_grad()
+    def decode(self, ids: torch.Tensor, *, sample_rate: int | None = None) -> torch.Tensor:
+        """ids (B, L', T) for any prefix 1 <= L' <= L -> wav (B, C, T * hop) float.
+
+        ``sample_rate``: resample the output to this rate (``torchaudio.functional.resample``).
+        """
+        self.check_audio_ids(ids)
+        ids = ids.to(device=self._device(), dtype=torch.long).transpose(1, 2)
+        wav = self.decode_latents(self.quantizer.ids_to_vectors(ids))
+        if sample_rate is not None and int(sample_rate) != self.sample_rate:
+            wav = resample_audio(wav, self.sample_rate, int(sample_rate))
+        return wav
+
+    def forward(self, wav: torch.Tensor) -> TokenizerOutput:
+        """wav (B, C, T) -> reconstruction (B, C, T'), ids (B, L, N) and quantizer losses (training)."""
+        check_waveform(wav, channels=self.channels, sample_rate=self.sample_rate, given_rate=None,
+                       min_samples=self.hop_length)
+        quantized, ids, aux = self.quantizer(self.encode_latents(wav))
+        return TokenizerOutput(self.decode_latents(quantized), ids.transpose(1, 2), aux)
+
+    # -- hooks for subclasses -------------------------------------------------------------------
+    def encode_latents(self, wav: torch.Tensor) -> torch.Tensor:
+        """wav (B, C, T) -> pre-quantization latents (B, N, D)."""
+        raise NotImplementedError
+
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """quantized latents (B, N, D) -> wav (B, C, N * hop)."""
         raise NotImplementedError
 
     def _device(self) -> torch.device:

@@ -12,6 +12,13 @@ register_task("image", ImageTokenizerModule, ImageDataModule,
               data_defaults=lambda module: {"image_size": module.model.input_size},
               description="image reconstruction: L1/L2/LPIPS/GAN + quantizer losses")
 
+from zoo.training.audio_data import AudioDataModule  # noqa: E402
+from zoo.training.audio_module import AudioCodecModule  # noqa: E402
+
+register_task("audio_codec", AudioCodecModule, AudioDataModule,
+              data_defaults=lambda module: {"sample_rate": module.model.sample_rate, "channels": module.model.channels},
+              description="audio codecs: multi-scale mel + L1 + MPD/STFT discriminators with feature matching + quantizer")
+
 from zoo.training.recipe import build, load_recipe, train  # noqa: E402
 
 __all__ = ["ImageDataModule", "ImageFolder", "ImageTokenizerModule", "build", "load_recipe", "train",
