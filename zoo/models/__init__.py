@@ -2,6 +2,7 @@
 
 from zoo.models.base import ImageTokenizer, Tokenizer, TokenizerOutput
 from zoo.models.titok import TiTok, TiTokConfig
+from zoo.models.seed import SEED, SEEDConfig  # noqa: E402  (SEED: causal semantic tokens)
 from zoo.models.codec import AudioCodec, CodecConfig  # noqa: E402  (audio codecs: EnCodec, DAC)
 
 __all__ = ["ImageTokenizer", "Tokenizer", "TokenizerOutput", "TiTok", "TiTokConfig"]

@@ -12,6 +12,13 @@ register_task("image", ImageTokenizerModule, ImageDataModule,
               data_defaults=lambda module: {"image_size": module.model.input_size},
               description="image reconstruction: L1/L2/LPIPS/GAN + quantizer losses")
 
+from zoo.training.seed import CaptionedImageDataModule, SEEDModule  # noqa: E402
+
+register_task("seed", SEEDModule, CaptionedImageDataModule,
+              data_defaults=lambda module: {"image_size": module.model.input_size,
+                                            "require_captions": module.stage == 1},
+              description="SEED stages: 1 contrastive (causal Q-Former), 2 VQ + embedding reconstruction, 3 pixels")
+
 from zoo.training.audio_data import AudioDataModule  # noqa: E402
 from zoo.training.audio_module import AudioCodecModule  # noqa: E402
 
