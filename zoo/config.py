@@ -127,7 +127,7 @@ def _type_problem(value: Any, tp: Any) -> str | None:
             return f"must be {_describe(tp)}"
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(value) != len(args):
-                return f"must be {_describe(tp)}, got {len(value)} values"
+                return f"must be {_describe(tp)}"
             elem_types = list(args)
         else:
             elem_types = [args[0]] * len(value) if args else []
@@ -168,8 +168,7 @@ def check_value(value: Any, tp: Any, name: str, owner: str = "") -> None:
     problem = _type_problem(value, tp)
     if problem:
         where = f"{owner}.{name}" if owner else name
-        expected = _describe(tp)
-        expected = "" if expected in problem else f" (expected {expected})"
+        expected = "" if problem.startswith("must be") else f" (expected {_describe(tp)})"
         raise ConfigError(f"{where} {problem}{expected}, got {value!r} ({type(value).__name__})"
                           f"{_fix_hint(value, tp)}", field=name)
 
@@ -242,9 +241,10 @@ def build_dataclass(cls: type, values: dict[str, Any], *, what: str = "config") 
     return obj
 
 
-def check_kwargs(fn: Any, kwargs: dict[str, Any], what: str) -> None:
+def check_kwargs(fn: Any, kwargs: dict[str, Any], what: str, owner: str = "") -> None:
     """Check ``kwargs`` for ``fn(**kwargs)`` before calling it: unknown names (with suggestions,
-    unless ``fn`` takes ``**kwargs``) and values that do not fit ``fn``'s annotations."""
+    unless ``fn`` takes ``**kwargs``; ``what`` names the place) and values that do not fit ``fn``'s
+    annotations (named ``owner.name``)."""
     sig = inspect.signature(fn)
     params = {n: p for n, p in sig.parameters.items() if n != "self"}
     if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
@@ -256,7 +256,7 @@ def check_kwargs(fn: Any, kwargs: dict[str, Any], what: str) -> None:
         hints = {}
     for name, value in kwargs.items():
         if name in hints and name in params:
-            check_value(value, hints[name], name, what)
+            check_value(value, hints[name], name, owner)
 
 
 class CheckedConfig:

@@ -35,4 +35,9 @@ class OutputError(ZooError, OSError):
 
 
 class TrainingInterrupted(ZooError, RuntimeError):
-    """Training stopped on SIGINT/SIGTERM after saving a checkpoint to resume from."""
+    """Training stopped on SIGINT/SIGTERM after saving a checkpoint to resume from; ``exit_code``
+    is what the command line exits with (128 + the signal number)."""
+
+    def __init__(self, message: str = "", *, exit_code: int = 1):
+        super().__init__(message)
+        self.exit_code = exit_code

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Annotated
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from zoo.config import NonNegativeInt, PositiveInt, Range, check_kwargs
 from zoo.data import list_images, open_rgb, to_tensor
 from zoo.errors import InputError
 
@@ -28,7 +30,15 @@ class ImageFolder(Dataset):
         return len(self.files)
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        return to_tensor(open_rgb(self.files[i]), self.size, random_crop=self.train, hflip=self.train)
+        # a file that became unreadable after setup (deleted, truncated, replaced by a decompression
+        # bomb) is skipped with a warning: the next readable file stands in for it
+        for k in range(len(self.files)):
+            path = self.files[(i + k) % len(self.files)]
+            try:
+                return to_tensor(open_rgb(path), self.size, random_crop=self.train, hflip=self.train)
+            except InputError as e:
+                log.warning("skipping unreadable training image: %s", e)
+        raise InputError(f"none of the {len(self.files)} training images can be read any more")
 
 
 def readable_images(root: str | Path) -> list[Path]:
@@ -38,10 +48,10 @@ def readable_images(root: str | Path) -> list[Path]:
         try:
             open_rgb(path)
             good.append(path)
-        except InputError:
-            bad.append(path)
+        except InputError as e:
+            bad.append((path, e))
     if bad:
-        log.warning("skipping %d unreadable image(s) under %s, e.g. %s", len(bad), root, bad[0])
+        log.warning("skipping %d unreadable image(s) under %s, e.g. %s", len(bad), root, bad[0][1])
     if not good:
         raise InputError(f"none of the {len(bad)} image files under {root} could be read")
     return good
@@ -50,9 +60,13 @@ def readable_images(root: str | Path) -> list[Path]:
 class ImageDataModule(L.LightningDataModule):
     """Train/val split of an image folder. ``val_fraction`` of the files (at least 1) go to validation."""
 
-    def __init__(self, root: str, image_size: int, batch_size: int = 8, num_workers: int = 0,
-                 val_fraction: float = 0.1, seed: int = 0):
+    def __init__(self, root: str | Path, image_size: PositiveInt, batch_size: PositiveInt = 8,
+                 num_workers: NonNegativeInt = 0, val_fraction: Annotated[float, Range(ge=0, lt=1)] = 0.1,
+                 seed: int = 0):
         super().__init__()
+        check_kwargs(ImageDataModule.__init__, dict(root=root, image_size=image_size, batch_size=batch_size,
+                                                    num_workers=num_workers, val_fraction=val_fraction, seed=seed),
+                     type(self).__name__, "data")
         self.root, self.image_size, self.batch_size = root, image_size, batch_size
         self.num_workers, self.val_fraction, self.seed = num_workers, val_fraction, seed
         self.train_set: ImageFolder | None = None

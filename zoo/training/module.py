@@ -10,6 +10,10 @@ RobusTok's latent perturbation (see :func:`zoo.metrics.perturb.perturb_latents`)
 ``beta`` fraction of each batch decodes from codes drawn among the ``delta`` nearest to each latent
 (with probability ``alpha``), which makes the decoder robust to an AR generator's sampling errors
 (lower pFID). Annealing (counted in generator steps) scales alpha and delta down to ``anneal_to``.
+``token_drop: {mode: per_batch|per_sample, min: 1}`` turns on One-D-Piece's Tail Token Drop for
+variable-length models: the decoder sees only the first k quantized tokens, k ~ Uniform{min..N}
+drawn once per batch (``per_batch``, the official recipe: the tokens are cut) or per sample
+(``per_sample``: each sample's tail is masked out of the decoder's attention).
 This is the single-stage recipe; TiTok's two-stage proxy-code recipe needs MaskGIT-VQGAN weights
 that cannot be had offline, so two-stage variants train here end to end on pixels as well.
 """
@@ -17,12 +21,14 @@ that cannot be had offline, so two-stage variants train here end to end on pixel
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 
+from zoo.config import Fraction, NonNegativeFloat, NonNegativeInt, PositiveFloat, check_kwargs
+from zoo.errors import ConfigError
 from zoo.metrics.perturb import anneal_ratio, perturb_latents
 from zoo.models.base import ImageTokenizer, TokenizerOutput
 from zoo.validation import check_images
@@ -34,20 +40,26 @@ class ImageTokenizerModule(L.LightningModule):
     as ``model``) with its losses, optimizers and logging."""
 
     def __init__(self, model_name: str | None = None, model_overrides: dict[str, Any] | None = None,
-                 model: ImageTokenizer | None = None, *, lr: float = 1e-4, weight_decay: float = 1e-4,
-                 betas: tuple[float, float] = (0.9, 0.99), warmup_steps: int = 0, lr_schedule: str = "cosine",
-                 l1_weight: float = 1.0, l2_weight: float = 0.0, perceptual_weight: float = 0.0,
-                 perceptual_net: str = "vgg", perceptual_on_missing: str = "skip", gan_weight: float = 0.0,
-                 gan_start_step: int = 0, disc_lr: float | None = None, grad_clip: float | None = 1.0,
-                 latent_perturbation: dict[str, Any] | None = None):
+                 model: ImageTokenizer | None = None, *, lr: PositiveFloat = 1e-4,
+                 weight_decay: NonNegativeFloat = 1e-4, betas: tuple[Fraction, Fraction] = (0.9, 0.99),
+                 warmup_steps: NonNegativeInt = 0, lr_schedule: Literal["cosine", "constant"] = "cosine",
+                 l1_weight: NonNegativeFloat = 1.0, l2_weight: NonNegativeFloat = 0.0,
+                 perceptual_weight: NonNegativeFloat = 0.0, perceptual_net: str = "vgg",
+                 perceptual_on_missing: Literal["skip", "error"] = "skip", gan_weight: NonNegativeFloat = 0.0,
+                 gan_start_step: NonNegativeInt = 0, disc_lr: PositiveFloat | None = None,
+                 grad_clip: PositiveFloat | None = 1.0, latent_perturbation: dict[str, Any] | None = None,
+                 token_drop: dict[str, Any] | None = None):
         super().__init__()
         self.save_hyperparameters(ignore=["model"])
+        # types and ranges from the annotations above (zoo.config): a bad value is a ConfigError
+        check_kwargs(ImageTokenizerModule.__init__, dict(self.hparams), type(self).__name__, "module")
         if model is None:
             if model_name is None:
                 raise ValueError("give model_name (a registered variant) or model")
             from zoo.registry import create
             model = create(model_name, **(model_overrides or {}))
         self.model = model
+        self._check_token_drop(token_drop)
         self.perceptual = make_perceptual(perceptual_net, perceptual_on_missing) if perceptual_weight > 0 else None
         self.discriminator = PatchDiscriminator() if gan_weight > 0 else None
         self.automatic_optimization = False
@@ -83,11 +95,14 @@ class ImageTokenizerModule(L.LightningModule):
     def forward_tokenizer(self, images: torch.Tensor) -> TokenizerOutput:
         """The tokenizer's forward pass, with RobusTok's latent perturbation when configured."""
         cfg = self.hparams.latent_perturbation
-        if not cfg or not self.training:
+        drop = self.hparams.get("token_drop")
+        if not (cfg or drop) or not self.training:
             return self.model(images)
         check_images(images, self.model.input_size)
         latents = self.model.encode_latents(images)
         quantized, ids, aux = self.model.quantizer(latents)
+        if not cfg:
+            return self.decode_with_token_drop(quantized, ids, aux)
         ratio = anneal_ratio(int(self.generator_steps), cfg.get("anneal_start", 0),
                              cfg.get("anneal_end", 0), cfg.get("anneal_to", 1.0)) if cfg.get("anneal_end") else 1.0
         delta = max(1, int(round(cfg.get("delta", 100) * ratio)))
@@ -95,7 +110,36 @@ class ImageTokenizerModule(L.LightningModule):
                                     alpha=cfg.get("alpha", 1.0) * ratio, beta=cfg.get("beta", 0.1),
                                     delta=min(delta, self.model.vocab_size),
                                     cosine=bool(getattr(self.model.quantizer.config, "use_cosine", False)))
+        if drop:
+            return self.decode_with_token_drop(quantized, ids, aux)
         return TokenizerOutput(self.model.decode_latents(quantized), ids, aux)
+
+    def _check_token_drop(self, drop: dict[str, Any] | None) -> None:
+        if not drop:
+            return
+        unknown = set(drop) - {"mode", "min"}
+        mode, low = drop.get("mode", "per_batch"), drop.get("min", 1)
+        n = int(self.model.num_tokens)
+        if unknown:
+            raise ConfigError(f"token_drop has unknown key(s) {sorted(unknown)}; it takes mode and min", field="token_drop")
+        if not getattr(self.model, "variable_length", False):
+            raise ConfigError(f"token_drop needs a variable-length model (decoding any prefix), "
+                              f"{type(self.model).__name__} is not", field="token_drop")
+        if mode not in ("per_batch", "per_sample"):
+            raise ConfigError(f"token_drop.mode must be 'per_batch' or 'per_sample', got {mode!r}", field="token_drop")
+        if isinstance(low, bool) or not isinstance(low, int) or not 1 <= low <= n:
+            raise ConfigError(f"token_drop.min must be an int in [1, {n}], got {low!r}", field="token_drop")
+
+    def decode_with_token_drop(self, quantized: torch.Tensor, ids: torch.Tensor, aux: Any) -> TokenizerOutput:
+        """Tail Token Drop: quantized (B, N, D) -> reconstruction from a random prefix (see ``token_drop``).
+        k is drawn on the CPU (torch's global RNG), so a GPU never waits for it."""
+        drop = self.hparams.token_drop
+        low, n = int(drop.get("min", 1)), quantized.shape[1]
+        if drop.get("mode", "per_batch") == "per_batch":
+            k = int(torch.randint(low, n + 1, ()))
+            return TokenizerOutput(self.model.decode_latents(quantized[:, :k]), ids, aux, {"num_tokens": k})
+        lengths = torch.randint(low, n + 1, (quantized.shape[0],)).to(quantized.device, non_blocking=True)
+        return TokenizerOutput(self.model.decode_latents(quantized, lengths), ids, aux, {"lengths": lengths})
 
     def training_step(self, images: torch.Tensor, batch_idx: int) -> torch.Tensor:
         opts = self.optimizers()

@@ -17,13 +17,18 @@ of ``devices``/``num_nodes``/``strategy`` (e.g. ``ddp``, ``fsdp``).
 from __future__ import annotations
 
 import copy
+import logging
 import os
+import signal
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from zoo.errors import ConfigError
+from zoo.config import check_kwargs, check_value, unknown_keys
+from zoo.errors import CheckpointError, ConfigError, TrainingInterrupted
+
+log = logging.getLogger(__name__)
 
 SECTIONS = {"seed", "output_dir", "model", "module", "data", "trainer", "checkpoint", "logger", "task"}
 
@@ -41,9 +46,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> dict[st
         raise ConfigError(f"recipe {path} must be a mapping of sections, got {type(recipe).__name__}")
     for item in overrides or []:
         set_dotted(recipe, item)
-    unknown = set(recipe) - SECTIONS
-    if unknown:
-        raise ConfigError(f"recipe {path}: unknown section(s) {sorted(unknown)}; known: {sorted(SECTIONS)}")
+    unknown_keys(recipe, SECTIONS, f"recipe {path}: unknown section")
     if "name" not in (recipe.get("model") or {}):
         raise ConfigError(f"recipe {path}: model.name is required (one of zoo.list_models())")
     return _expand(recipe)
@@ -55,12 +58,19 @@ def set_dotted(recipe: dict[str, Any], item: str) -> None:
         raise ConfigError(f"override {item!r} must look like section.key=value")
     key, value = item.split("=", 1)
     node = recipe
-    parts = key.split(".")
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"override {item!r}: empty key part in {key!r}; write section.key=value")
     for part in parts[:-1]:
-        node = node.setdefault(part, {})
+        if node.get(part) is None:
+            node[part] = {}
+        node = node[part]
         if not isinstance(node, dict):
             raise ConfigError(f"override {item!r}: {part!r} is not a section")
-    node[parts[-1]] = yaml.safe_load(value)
+    try:
+        node[parts[-1]] = yaml.safe_load(value)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {item!r}: the value is not valid YAML: {e}") from None
 
 
 def _expand(obj: Any) -> Any:
@@ -73,24 +83,59 @@ def _expand(obj: Any) -> Any:
     return obj
 
 
+def check_recipe(recipe: dict[str, Any]) -> None:
+    """Check the recipe's own keys and values: section keys, ``seed``, ``output_dir``, ``logger``.
+    The keys of ``module``, ``data``, ``trainer`` and ``checkpoint`` are checked against what they
+    are passed to in :func:`build`."""
+    for name in ("model", "module", "data", "trainer", "checkpoint"):
+        if recipe.get(name) is not None and not isinstance(recipe[name], dict):
+            raise ConfigError(f"recipe section {name!r} must be a mapping of keys to values, "
+                              f"got {recipe[name]!r}")
+    unknown_keys(recipe["model"], ("name", "overrides"), "recipe section 'model'")
+    check_value(recipe["model"]["name"], str, "name", "model")
+    check_value(recipe["model"].get("overrides") or {}, dict[str, Any], "overrides", "model")
+    check_value(recipe.get("seed", 0), int, "seed")
+    check_value(recipe.get("output_dir") or "runs", str, "output_dir")
+    check_value(recipe.get("task") or "image", str, "task")
+
+
+def _reserved(cfg: dict[str, Any], keys: tuple[str, ...], section: str, why: str) -> None:
+    taken = [k for k in keys if k in cfg]
+    if taken:
+        raise ConfigError(f"recipe section {section!r} cannot set {', '.join(taken)}: {why}", field=taken[0])
+
+
+def _make(cls: type, kwargs: dict[str, Any], section: str):
+    """``cls(**kwargs)`` with the keys and values checked first (unknown keys get suggestions)."""
+    check_kwargs(cls.__init__, kwargs, f"recipe section {section!r}", section)
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:
+        raise ConfigError(f"recipe section {section!r}: {e}", field=e.field) from None
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"recipe section {section!r}: {e}") from None
+
+
 def build(recipe: dict[str, Any]):
     """Recipe -> (LightningModule, LightningDataModule, Trainer)."""
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from zoo.training.callbacks import ExportPretrained
+    from zoo.registry import get_config
+    from zoo.training.callbacks import ExportPretrained, InterruptCheckpoint
     from zoo.training.tasks import get_task
 
     recipe = copy.deepcopy(recipe)
-    L.seed_everything(recipe.get("seed", 0), workers=True)
-    out = Path(recipe.get("output_dir") or f"runs/{recipe['model']['name']}")
+    check_recipe(recipe)
+    L.seed_everything(recipe.get("seed", 0), workers=True, verbose=False)
+    out = output_dir(recipe)
     model_cfg = recipe["model"]
     task = get_task(recipe.get("task") or "image")
-    try:
-        module = task.module_class(model_name=model_cfg["name"], model_overrides=model_cfg.get("overrides") or {},
-                                   **(recipe.get("module") or {}))
-    except TypeError as e:
-        raise ConfigError(f"recipe section 'module': {e}") from None
+    get_config(model_cfg["name"], **(model_cfg.get("overrides") or {}))  # unknown or bad overrides: ConfigError
+    module_cfg = dict(recipe.get("module") or {})
+    _reserved(module_cfg, ("model", "model_name", "model_overrides"), "module", "the model is set in section 'model'")
+    module = _make(task.module_class, {"model_name": model_cfg["name"],
+                                       "model_overrides": model_cfg.get("overrides") or {}, **module_cfg}, "module")
     data_cfg = dict(recipe.get("data") or {})
     if "root" not in data_cfg:
         raise ConfigError("recipe section 'data' needs root: a folder of training data")
@@ -100,22 +145,29 @@ def build(recipe: dict[str, Any]):
     for key, value in task.data_defaults(module).items():
         data_cfg.setdefault(key, value)
     data_cfg.setdefault("seed", recipe.get("seed", 0))
-    try:
-        data = task.datamodule_class(**data_cfg)
-    except TypeError as e:
-        raise ConfigError(f"recipe section 'data': {e}") from None
+    data = _make(task.datamodule_class, data_cfg, "data")
     ckpt_cfg = {"save_last": True, "every_n_train_steps": 500, **(recipe.get("checkpoint") or {})}
-    callbacks = [ModelCheckpoint(dirpath=out / "checkpoints", **ckpt_cfg), ExportPretrained(out / "export")]
+    _reserved(ckpt_cfg, ("dirpath",), "checkpoint", "checkpoints go to output_dir/checkpoints")
+    callbacks = [_make(ModelCheckpoint, {"dirpath": out / "checkpoints", **ckpt_cfg}, "checkpoint"),
+                 ExportPretrained(out / "export"), InterruptCheckpoint(out / "checkpoints" / "last.ckpt")]
     trainer_cfg = {"max_steps": 1000, "log_every_n_steps": 10, **(recipe.get("trainer") or {})}
     if isinstance(trainer_cfg.get("val_check_interval"), int):  # validate every N steps, across epochs
         trainer_cfg.setdefault("check_val_every_n_epoch", None)
     trainer_cfg.pop("gradient_clip_val", None)  # clipping is the module's grad_clip (manual optimization)
-    try:
-        trainer = L.Trainer(default_root_dir=out, logger=_logger(recipe.get("logger", "csv"), out),
-                            callbacks=callbacks, **trainer_cfg)
-    except TypeError as e:
-        raise ConfigError(f"recipe section 'trainer': {e}") from None
+    _reserved(trainer_cfg, ("callbacks", "logger", "default_root_dir"), "trainer",
+              "set by the recipe's sections logger, checkpoint and output_dir")
+    for key in ("max_steps", "log_every_n_steps"):
+        if not (isinstance(trainer_cfg[key], int) and not isinstance(trainer_cfg[key], bool)
+                and (trainer_cfg[key] > 0 or (key == "max_steps" and trainer_cfg[key] == -1))):
+            raise ConfigError(f"trainer.{key} must be a positive int, got {trainer_cfg[key]!r}", field=key)
+    trainer = _make(L.Trainer, {"default_root_dir": out, "logger": _logger(recipe.get("logger", "csv"), out),
+                                "callbacks": callbacks, **trainer_cfg}, "trainer")
     return module, data, trainer
+
+
+def output_dir(recipe: dict[str, Any]) -> Path:
+    """The run's folder (checkpoints/, logs/, export/)."""
+    return Path(recipe.get("output_dir") or f"runs/{recipe['model']['name']}")
 
 
 def _logger(kind: str | bool, out: Path):
@@ -131,21 +183,83 @@ def _logger(kind: str | bool, out: Path):
 
 
 def resolve_resume(resume: str | None, recipe: dict[str, Any]) -> str | None:
-    """``last`` -> the run's last.ckpt (None if it does not exist yet); a path must exist."""
+    """Where to resume from: None (start fresh), ``"last"`` (the run's last.ckpt, which must exist),
+    ``"auto"`` (last.ckpt when it exists, else start fresh: for jobs that restart themselves) or a
+    checkpoint path (which must exist)."""
     if resume is None:
         return None
-    if resume == "last":
-        out = Path(recipe.get("output_dir") or f"runs/{recipe['model']['name']}")
-        last = out / "checkpoints" / "last.ckpt"
-        return str(last) if last.is_file() else None
+    last = output_dir(recipe) / "checkpoints" / "last.ckpt"
+    if resume in ("last", "auto"):
+        if last.is_file():
+            return str(last)
+        if resume == "auto":
+            log.info("no %s yet: starting from scratch (--resume auto)", last)
+            return None
+        raise ConfigError(f"--resume last: {last} does not exist (this run has not saved a checkpoint "
+                          f"under {output_dir(recipe)}); leave out --resume to start from scratch, or use "
+                          "--resume auto to resume only when a checkpoint exists")
     if not Path(resume).is_file():
-        raise ConfigError(f"checkpoint to resume from does not exist: {resume}")
+        raise ConfigError(f"checkpoint to resume from does not exist: {resume} (give a .ckpt file, "
+                          "'last' or 'auto')")
     return resume
 
 
+def check_resume_checkpoint(path: str, module) -> None:
+    """Read the Lightning checkpoint ``path`` and check that its weights fit ``module`` (same keys
+    and shapes): a truncated file or another model's checkpoint is a :class:`CheckpointError`
+    before training starts."""
+    import torch
+
+    from zoo.hub import load_state
+
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:  # zip, EOF and unpickling errors of a truncated, foreign or unsafe file
+        raise CheckpointError(f"cannot resume from {path}: not a readable training checkpoint "
+                              f"(truncated or corrupt?): {type(e).__name__}: {e}") from None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict) or "global_step" not in ckpt:
+        raise CheckpointError(f"cannot resume from {path}: not a Lightning training checkpoint (no state_dict "
+                              "and global_step); a save_pretrained folder is loaded with zoo.from_pretrained")
+    state = dict(ckpt["state_dict"])
+    if hasattr(module, "on_load_checkpoint"):
+        probe = {**ckpt, "state_dict": state}
+        module.on_load_checkpoint(probe)
+        state = probe["state_dict"]
+    own = module.state_dict()
+    if set(state) != set(own) or any(state[k].shape != own[k].shape for k in own):
+        try:
+            load_state(module, state, source=path)
+        except CheckpointError as e:
+            raise CheckpointError(f"cannot resume from {path}: {e} (was it trained with another model or "
+                                  "model.overrides?)") from None
+
+
 def train(recipe_path: str | Path, *, overrides: list[str] | None = None, resume: str | None = None):
-    """Run the recipe; returns the trainer (its ``callback_metrics`` hold the last logged values)."""
+    """Run the recipe; returns the trainer (its ``callback_metrics`` hold the last logged values).
+
+    SIGINT/SIGTERM stop training after the current step with the full state saved to the run's
+    ``last.ckpt``; then :class:`TrainingInterrupted` is raised (``--resume last`` continues).
+    """
+    from zoo.training.callbacks import InterruptCheckpoint
+
     recipe = load_recipe(recipe_path, overrides)
+    ckpt_path = resolve_resume(resume, recipe)
     module, data, trainer = build(recipe)
-    trainer.fit(module, datamodule=data, ckpt_path=resolve_resume(resume, recipe))
+    if ckpt_path is not None:
+        check_resume_checkpoint(ckpt_path, module)
+    interrupt = next(c for c in trainer.callbacks if isinstance(c, InterruptCheckpoint))
+    try:
+        with interrupt.catch_signals():
+            trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
+    except SystemExit:  # Lightning's SIGTERMException after our stop, or its exit on KeyboardInterrupt
+        if interrupt.signum is None and interrupt.saved_step is None:
+            raise
+    if interrupt.signum is not None:
+        name = signal.Signals(interrupt.signum).name
+        if interrupt.saved_step is None:
+            raise TrainingInterrupted(f"training interrupted by {name} before a step finished; nothing new "
+                                      "was saved", exit_code=128 + interrupt.signum)
+        raise TrainingInterrupted(f"training interrupted by {name}: saved the state at step "
+                                  f"{interrupt.saved_step} to {interrupt.path}; continue with --resume last",
+                                  exit_code=128 + interrupt.signum)
     return trainer
