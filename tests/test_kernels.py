@@ -20,8 +20,10 @@ pytest.importorskip("triton")
 from vector_quantize_pytorch import FSQ, LFQ, VectorQuantize  # noqa: E402
 
 from zoo.errors import InputError  # noqa: E402
-from zoo.kernels import builtin_kernel, fsq_quantize, lfq_quantize, nearest_code, resolve_backend  # noqa: E402
-from zoo.quantize.lookup import chunk_rows, fsq_round_torch, lfq_sign_torch, nearest_code_torch  # noqa: E402
+from zoo.kernels import (builtin_kernel, fsq_quantize, lfq_quantize, nearest_code, resolve_backend,  # noqa: E402
+                         rfsq_quantize)
+from zoo.quantize.lookup import (chunk_rows, fsq_round_torch, lfq_sign_torch, nearest_code_rerank_torch,  # noqa: E402
+                                 nearest_code_torch)
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -133,6 +135,8 @@ def test_dispatch_backends_agree(metric):
 
 
 def test_dispatch_auto_and_override(monkeypatch):
+    # holds with and without CUDA: CPU tensors reach Triton only through its interpreter
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
     assert resolve_backend("auto", torch.device("cpu")) == "torch"
     monkeypatch.setenv("ZOO_QUANTIZE_BACKEND", "triton")
     assert resolve_backend("auto", torch.device("cpu")) == "triton"   # interpreter is on
@@ -141,10 +145,10 @@ def test_dispatch_auto_and_override(monkeypatch):
     with pytest.raises(InputError):
         resolve_backend("auto", torch.device("cpu"))
     monkeypatch.delenv("ZOO_QUANTIZE_BACKEND")
-    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-    if not torch.cuda.is_available():
-        with pytest.raises(InputError, match="CUDA"):
-            resolve_backend("triton", torch.device("cpu"))
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with pytest.raises(InputError, match="CUDA"):  # CPU tensors without the interpreter: refused on any machine
+        resolve_backend("triton", torch.device("cpu"))
+    assert resolve_backend("auto", torch.device("cuda")) == "triton"  # CUDA tensors (triton is installed here)
     with pytest.raises(InputError):
         resolve_backend("cuda-please", torch.device("cpu"))
 
@@ -233,6 +237,90 @@ def test_lfq_kernel_matches_library(bits):
     lib = lfq(x)
     assert torch.equal(ids_k, ids_r) and torch.equal(ids_r, lib.indices.long())
     assert torch.equal(codes_k, codes_r) and torch.equal(codes_r, lib.quantized)
+
+
+# -- residual FSQ: every level in one kernel ---------------------------------------------------------
+@pytest.mark.parametrize("levels,num_levels,hard_clamp", [([8, 5, 5, 5], 4, True), ([7, 5, 3], 3, False), ([4, 6], 1, True)])
+def test_rfsq_fused_kernel_matches_levelwise_and_library(levels, num_levels, hard_clamp):
+    from vector_quantize_pytorch import ResidualFSQ
+
+    from zoo.quantize.base import code_counts
+    from zoo.quantize.lookup import rfsq_round_torch
+
+    torch.manual_seed(num_levels)
+    lib = ResidualFSQ(dim=len(levels), levels=levels, num_quantizers=num_levels, bound_hard_clamp=hard_clamp).to(DEV).eval()
+    x = (1.5 * torch.randn(2, 45, len(levels))).to(DEV)
+    h = x
+    if lib.soft_clamp_input_value is not None:  # the library's input clamp, before the levels
+        c = lib.soft_clamp_input_value
+        h = (x / c).tanh() * c
+    layer = lib.layers[0]
+    k = int(torch.tensor(levels).prod())
+    counts = torch.zeros(num_levels, k, device=DEV)
+    q_k, ids_k = builtin_kernel().rfsq_quantize(h, levels, lib.scales, symmetric=layer.preserve_symmetry,
+                                                hard_clamp=layer.bound_hard_clamp, counts=counts)
+    q_r, ids_r = rfsq_round_torch(h, levels, lib.scales, symmetric=layer.preserve_symmetry,
+                                  hard_clamp=layer.bound_hard_clamp)
+    assert ids_k.shape == (2, 45, num_levels) and ids_k.dtype == torch.int64
+    assert torch.equal(ids_k, ids_r)
+    torch.testing.assert_close(q_k, q_r, rtol=0, atol=1e-6)
+    assert torch.equal(counts, code_counts(ids_r, k))  # the kernel's histogram = counting the ids
+    lib_q, lib_ids = lib(x)
+    assert torch.equal(ids_r, lib_ids.long())
+    torch.testing.assert_close(q_r, lib_q, rtol=0, atol=0)
+    q_d, ids_d, counts_d = rfsq_quantize(h, levels, lib.scales, layer.preserve_symmetry, layer.bound_hard_clamp,
+                                         backend="triton", count=True)
+    assert torch.equal(ids_d, ids_r) and torch.equal(counts_d, counts)
+    assert rfsq_quantize(h, levels, lib.scales, backend="torch", count=True)[2] is None  # torch: caller counts
+
+
+# -- exact ids from a bf16 candidate search ----------------------------------------------------------
+@pytest.mark.parametrize("metric", ["euclidean", "dot"])
+def test_rerank_gives_exact_ids_on_floats(metric):
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(300, 24, generator=g)
+    c = torch.randn(500, 24, generator=g)
+    if metric == "dot":
+        x, c = torch.nn.functional.normalize(x, dim=-1), torch.nn.functional.normalize(c, dim=-1)
+    exact, _ = nearest_code_torch(x, c, metric)
+    ids, vec = nearest_code_rerank_torch(x, c, metric, candidates=8, chunk_elems=4096)  # several chunks
+    assert torch.equal(ids, exact) and torch.equal(vec, c[ids])
+    # the bf16 search alone gets some wrong: the re-rank is what makes them exact
+    approx = (x.bfloat16() @ c.bfloat16().T).float()
+    approx_ids = ((c ** 2).sum(-1) - 2 * approx).argmin(1) if metric == "euclidean" else approx.argmax(1)
+    assert not torch.equal(approx_ids, exact)
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "dot"])
+def test_rerank_ties_break_to_lowest_index(metric):
+    # exact duplicates tie bitwise whatever the arithmetic; at most 4 copies, within the 8 candidates
+    g = torch.Generator().manual_seed(12)
+    base = torch.randn(9, 6, generator=g)
+    if metric == "dot":
+        base = torch.nn.functional.normalize(base, dim=-1)
+    c = torch.cat([base, base, base[:4], base])
+    x = torch.cat([base, base[[3, 1, 4]] + 0.05 * torch.randn(3, 6, generator=g), torch.randn(40, 6, generator=g)])
+    exact, _ = nearest_code_torch(x, c, metric)
+    ids, _ = nearest_code_rerank_torch(x, c, metric, candidates=8)
+    assert torch.equal(ids, exact) and (ids < 9).all()
+    assert torch.equal(ids[:9], torch.arange(9))  # a row equal to a code gets that code's first copy
+
+
+def test_rerank_through_dispatch(monkeypatch):
+    g = torch.Generator().manual_seed(13)
+    x = torch.randn(4, 50, 16, generator=g)
+    c = torch.randn(200, 16, generator=g)
+    exact, _ = nearest_code(x, c, "cosine", backend="torch")
+    ids, vec = nearest_code(x, c, "cosine", backend="torch", candidates=4)
+    assert torch.equal(ids, exact) and torch.equal(vec, c[ids])
+    monkeypatch.setenv("ZOO_QUANTIZE_RERANK", "6")
+    assert torch.equal(nearest_code(x, c, "euclidean", backend="torch")[0], nearest_code(x, c, "euclidean",
+                                                                                     candidates=0)[0])
+    monkeypatch.setenv("ZOO_QUANTIZE_RERANK", "many")
+    with pytest.raises(InputError, match="ZOO_QUANTIZE_RERANK"):
+        nearest_code(x, c)
+    with pytest.raises(InputError, match="candidates"):
+        nearest_code(x, c, candidates=-1)
 
 
 # -- GPU only ------------------------------------------------------------------------------------------

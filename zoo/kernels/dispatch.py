@@ -170,7 +170,7 @@ def fsq_quantize(z: torch.Tensor, levels, symmetric: bool = False, hard_clamp: b
 
 def rfsq_quantize(h: torch.Tensor, levels, scales: torch.Tensor, symmetric: bool = False, hard_clamp: bool = False,
                   backend: str = "auto", count: bool = False):
-    """Residual FSQ: h (..., C), scales (L,) -> (quantized (..., C) in h's dtype, ids (..., L) int64, counts).
+    """Residual FSQ: h (..., C), scales (L, C) -> (quantized (..., C) in h's dtype, ids (..., L) int64, counts).
 
     Triton (fp32 h): every level in one kernel, which also adds the ids to an (L, K) fp32 histogram
     ``counts`` when ``count``; otherwise level after level in PyTorch and ``counts`` is None (the
@@ -184,7 +184,7 @@ def rfsq_quantize(h: torch.Tensor, levels, scales: torch.Tensor, symmetric: bool
             k = 1
             for v in levels:
                 k *= int(v)
-            counts = torch.zeros(scales.numel(), k, dtype=torch.float32, device=h.device)
+            counts = torch.zeros(scales.shape[0], k, dtype=torch.float32, device=h.device)
         quantized, ids = builtin_kernel().rfsq_quantize(h, list(levels), scales, symmetric=symmetric,
                                                         hard_clamp=hard_clamp, counts=counts)
         return quantized, ids, counts

@@ -67,7 +67,7 @@ class LFQSign(_Swappable):
 
 
 class RFSQRound(_Swappable):
-    """h (..., C), levels, scales (L,), symmetric, hard_clamp -> (quantized (..., C), ids (..., L), counts or None).
+    """h (..., C), levels, scales (L, C), symmetric, hard_clamp -> (quantized (..., C), ids (..., L), counts or None).
 
     Every residual level in one fused kernel on CUDA (with the (L, K) code histogram); not swapped by
     ``kernelize_quantizers`` (Hub kernels of version 1 do not have it).

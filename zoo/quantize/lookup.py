@@ -173,7 +173,7 @@ def fsq_round_torch(z: torch.Tensor, levels: list[int] | tuple[int, ...], *, sym
 def rfsq_round_torch(h: torch.Tensor, levels: list[int] | tuple[int, ...], scales, *, symmetric: bool = False,
                      hard_clamp: bool = False):
     """Residual FSQ as vector-quantize-pytorch's ``ResidualFSQ`` computes it in eval, level after level:
-    h (..., C), scales (L,) -> (quantized (..., C) in h's dtype, ids (..., L) int64)."""
+    h (..., C), scales (L, C) -> (quantized (..., C) in h's dtype, ids (..., L) int64)."""
     quantized_out = 0.0
     residual = h
     all_ids = []

@@ -105,7 +105,7 @@ def _rfsq_kernel(h_ptr, out_ptr, ids_ptr, counts_ptr, scales_ptr, a_ptr, b_ptr, 
     basis = tl.load(basis_ptr + rc, mask=mask_c, other=0)
     total = tl.zeros([BLOCK_M, BLOCK_C], tl.float32)
     for lvl in tl.static_range(NUM_LEVELS):
-        scale = tl.load(scales_ptr + lvl)
+        scale = tl.load(scales_ptr + lvl * C + rc, mask=mask_c, other=1.0)[None, :]
         codes, level = _fsq_level(residual / scale, a, b, c, hw, SYMMETRIC, HARD_CLAMP, USE_LIBDEVICE)
         quantized = codes * scale
         residual = residual - quantized
@@ -188,7 +188,7 @@ def fsq_quantize(z: torch.Tensor, levels: list[int], *, symmetric: bool = False,
 
 def rfsq_quantize(h: torch.Tensor, levels: list[int], scales: torch.Tensor, *, symmetric: bool = False,
                   hard_clamp: bool = False, counts: torch.Tensor | None = None):
-    """Residual FSQ over all levels in one kernel: h (..., C) fp32, scales (L,) fp32 ->
+    """Residual FSQ over all levels in one kernel: h (..., C) fp32, scales (L, C) (or (L,)) fp32 ->
     (quantized (..., C) fp32 = sum of the levels' scaled codes, ids (..., L) int64).
 
     Level l rounds ``residual / scales[l]`` with FSQ and subtracts its codes times ``scales[l]``,
@@ -200,7 +200,8 @@ def rfsq_quantize(h: torch.Tensor, levels: list[int], scales: torch.Tensor, *, s
     lead = h.shape[:-1]
     h2 = h.reshape(-1, h.shape[-1]).float().contiguous()
     m, c = h2.shape
-    num_levels = scales.numel()
+    num_levels = scales.shape[0]
+    scales = scales.float().reshape(num_levels, -1).expand(num_levels, c).contiguous()
     k = 1
     for v in levels:
         k *= int(v)
@@ -211,7 +212,7 @@ def rfsq_quantize(h: torch.Tensor, levels: list[int], scales: torch.Tensor, *, s
         block_c = max(2, triton.next_power_of_2(c))
         block_m = 16 if interpreting() else 128
         _rfsq_kernel[(triton.cdiv(m, block_m),)](
-            h2, out, ids, counts if counts is not None else out, scales.float().contiguous(), a, b, cc, hw, basis,
+            h2, out, ids, counts if counts is not None else out, scales, a, b, cc, hw, basis,
             m, c, k, h2.stride(0), out.stride(0),
             NUM_LEVELS=num_levels, SYMMETRIC=bool(symmetric), HARD_CLAMP=bool(hard_clamp),
             USE_LIBDEVICE=(_libdevice is not None and not interpreting()), COUNT=counts is not None,
