@@ -26,6 +26,12 @@ register_task("audio_codec", AudioCodecModule, AudioDataModule,
               data_defaults=lambda module: {"sample_rate": module.model.sample_rate, "channels": module.model.channels},
               description="audio codecs: multi-scale mel + L1 + MPD/STFT discriminators with feature matching + quantizer")
 
+from zoo.training.flow import FlowTokenizerModule  # noqa: E402
+
+register_task("flow", FlowTokenizerModule, ImageDataModule,
+              data_defaults=lambda module: {"image_size": module.model.input_size},
+              description="flow-decoder tokenizers (FlexTok): rectified-flow loss + nested dropout (+ REPA)")
+
 from zoo.training.recipe import build, load_recipe, train  # noqa: E402
 
 __all__ = ["ImageDataModule", "ImageFolder", "ImageTokenizerModule", "build", "load_recipe", "train",

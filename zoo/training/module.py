@@ -20,6 +20,7 @@ that cannot be had offline, so two-stage variants train here end to end on pixel
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any, Literal
 
@@ -52,7 +53,10 @@ class ImageTokenizerModule(L.LightningModule):
         super().__init__()
         self.save_hyperparameters(ignore=["model"])
         # types and ranges from the annotations above (zoo.config): a bad value is a ConfigError
-        check_kwargs(ImageTokenizerModule.__init__, dict(self.hparams), type(self).__name__, "module")
+        # (only the keys of this class: subclasses such as zoo.training.flow add and check their own)
+        own = inspect.signature(ImageTokenizerModule.__init__).parameters
+        check_kwargs(ImageTokenizerModule.__init__, {k: v for k, v in self.hparams.items() if k in own},
+                     type(self).__name__, "module")
         if model is None:
             if model_name is None:
                 raise ValueError("give model_name (a registered variant) or model")
