@@ -143,6 +143,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a recipe value, e.g. --set trainer.max_steps=100 (repeatable)")
     s.set_defaults(func=cmd_train)
 
+    from zoo.generate import add_generate_args, run_generate_cli
+    from zoo.tokens.export import add_tokenize_dataset_args, run_tokenize_dataset_cli
+
+    s = sub.add_parser("tokenize-dataset", help="encode an image/audio folder into token shards (resumable)")
+    add_tokenize_dataset_args(s)
+    s.set_defaults(func=run_tokenize_dataset_cli)
+
+    s = sub.add_parser("generate", help="sample an AR generator trained on tokens and decode (grid PNG / wav)")
+    add_generate_args(s)
+    s.set_defaults(func=run_generate_cli)
+
     _add_optional_commands(sub)
     return p
 

@@ -23,7 +23,7 @@ from zoo.tokens.shards import ShardError, ShardReader, read_manifest
 from zoo.tokens.vocab import flat_length, flat_vocab_size, flatten_levels
 
 # manifest fields a consumer may pin with ``expect={...}``
-EXPECT_KEYS = ("id", "family", "revision", "vocab_size", "num_levels", "modality", "token_shape")
+EXPECT_KEYS = ("id", "name", "family", "revision", "vocab_size", "num_levels", "modality", "token_shape")
 
 
 def check_compatible(manifest: dict[str, Any], expect: dict[str, Any] | None, source: str) -> None:

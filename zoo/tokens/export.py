@@ -385,3 +385,53 @@ def build_manifest(out: Path, plan: ShardPlan, info: dict[str, Any], classes: li
                 "classes": classes, "num_items": len(cols["file"]), "shards": shards, "items": cols}
     write_manifest(out, manifest)
     return manifest
+
+
+# -- command line --------------------------------------------------------------------------------
+def add_tokenize_dataset_args(s) -> None:
+    """Arguments of ``zoo tokenize-dataset``."""
+    s.add_argument("--model", required=True, help="local dir, checkpoints/ name, Hub repo id, or registered name")
+    s.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit)")
+    s.add_argument("--random-init", action="store_true", help="allow a registered name with fresh weights")
+    s.add_argument("--data", required=True, type=Path, help="folder of images or audio (class subfolders = labels)")
+    s.add_argument("--out", required=True, type=Path, help="output folder for shard-*.safetensors + manifest.json")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--num-tokens", type=int, default=None, help="tokens per image (variable-length models)")
+    g.add_argument("--target", default=None, help="adaptive length per image, e.g. 'psnr>=25' (ragged tokens)")
+    s.add_argument("--bandwidth", type=float, default=None, help="kbps for audio codecs (a prefix of levels)")
+    s.add_argument("--shard-size", type=int, default=1024, help="items per shard (default 1024)")
+    s.add_argument("--batch-size", type=int, default=32, help="items encoded at once (audio: clips, zero-padded)")
+    s.add_argument("--num-workers", type=int, default=2, help="DataLoader workers reading files")
+    s.add_argument("--accelerator", default="auto", help="Lightning accelerator: auto, cpu, gpu")
+    s.add_argument("--devices", default="auto", help="Lightning devices: auto, 1, 4, '0,1'")
+    s.add_argument("--strategy", default="auto", help="Lightning strategy for several devices: ddp, ...")
+    s.add_argument("--num-nodes", type=int, default=1)
+    s.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def run_tokenize_dataset_cli(args) -> int:
+    import json
+    import sys
+
+    import zoo
+
+    devices = int(args.devices) if str(args.devices).isdigit() else args.devices
+    if args.random_init and args.model in zoo.list_models():
+        log.warning("%s: using RANDOM weights (--random-init)", args.model)
+        model = zoo.create(args.model).eval()
+    else:
+        model = zoo.from_pretrained(args.model, revision=args.revision)
+    manifest = tokenize_dataset(model, args.data, args.out, model_id=args.model, revision=args.revision,
+                                num_tokens=args.num_tokens, target=args.target, bandwidth=args.bandwidth,
+                                shard_size=args.shard_size, batch_size=args.batch_size, num_workers=args.num_workers,
+                                accelerator=args.accelerator, devices=devices, strategy=args.strategy,
+                                num_nodes=args.num_nodes, progress=not args.no_progress)
+    if manifest:
+        lengths = manifest["items"]["length"]
+        print(json.dumps({"out": str(args.out), "items": manifest["num_items"], "shards": len(manifest["shards"]),
+                          "skipped": manifest["data"]["num_skipped"], "classes": len(manifest["classes"]),
+                          "vocab_size": manifest["tokenizer"]["vocab_size"],
+                          "tokens_per_item": [min(lengths), max(lengths)] if lengths else None}))
+        print(f"wrote {manifest['num_items']} item(s) in {len(manifest['shards'])} shard(s) to {args.out}",
+              file=sys.stderr)
+    return 0

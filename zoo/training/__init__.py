@@ -32,6 +32,11 @@ register_task("flow", FlowTokenizerModule, ImageDataModule,
               data_defaults=lambda module: {"image_size": module.model.input_size},
               description="flow-decoder tokenizers (FlexTok): rectified-flow loss + nested dropout (+ REPA)")
 
+from zoo.training.generator import ARGeneratorModule, TokenDataModule, data_defaults as _generator_data  # noqa: E402
+
+register_task("ar_generator", ARGeneratorModule, TokenDataModule, data_defaults=_generator_data,
+              description="class-conditional AR generator (GPT) on token shards from zoo tokenize-dataset")
+
 from zoo.training.recipe import build, load_recipe, train  # noqa: E402
 
 __all__ = ["ImageDataModule", "ImageFolder", "ImageTokenizerModule", "build", "load_recipe", "train",
