@@ -56,24 +56,22 @@ class QuantizerOutput(NamedTuple):
 def code_counts(ids: torch.Tensor, codebook_size: int) -> torch.Tensor:
     """Histogram of ids per level, on the ids' device without a host sync: (B, N) or (B, N, L) -> (L, K) float32.
 
-    Ids of -1 (a residual level dropped by quantizer dropout) are not counted.
+    Ids outside [0, K) are not counted: -1 marks a residual level dropped by quantizer dropout (and
+    latents that were not value-checked, e.g. NaN on a GPU, must not crash the statistics).
     """
-    if ids.ndim != 3:  # single level: ids are never -1
-        flat = ids.reshape(-1)
-        if ids.device.type == "cpu":
-            return torch.bincount(flat, minlength=codebook_size)[None, :codebook_size].float()
-        counts = torch.zeros(codebook_size, dtype=torch.float32, device=ids.device)
-        return counts.index_add_(0, flat, torch.ones_like(flat, dtype=torch.float32))[None]
-    levels = ids.shape[-1]
-    bins = codebook_size + 1  # one spare bin per level takes the -1 ids, dropped below
-    flat = torch.where(ids >= 0, ids, codebook_size).reshape(-1, levels)
-    flat = (flat + torch.arange(levels, device=ids.device) * bins).reshape(-1)
+    flat = ids.reshape(-1, ids.shape[-1]) if ids.ndim == 3 else ids.reshape(-1, 1)
+    levels = flat.shape[1]
+    bins = codebook_size + 1  # one spare bin per level takes the uncounted ids, dropped below
+    flat = torch.where((flat >= 0) & (flat < codebook_size), flat, codebook_size)
+    if levels > 1:
+        flat = flat + torch.arange(levels, device=ids.device) * bins
+    flat = flat.reshape(-1)
     if ids.device.type == "cpu":  # bincount reads max() on the host: fine on a CPU, a sync on a GPU
         counts = torch.bincount(flat, minlength=levels * bins).float()
     else:
         counts = torch.zeros(levels * bins, dtype=torch.float32, device=ids.device)
         counts.index_add_(0, flat, torch.ones_like(flat, dtype=torch.float32))
-    return counts[: levels * bins].view(levels, bins)[:, :codebook_size]
+    return counts.view(levels, bins)[:, :codebook_size]
 
 
 class UsageTracker(nn.Module):
