@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import zoo
-from zoo import hub
+from zoo import factory, hub
 from zoo.errors import CheckpointError, UnknownModelError
 
 from hub_server import LocalHub
@@ -76,7 +76,7 @@ def test_mismatched_checkpoints(nano, tmp_path):
     with pytest.raises(CheckpointError, match="depth_typo"):
         zoo.from_pretrained(str(d))
     with pytest.raises(CheckpointError, match="expected 'audio'"):
-        hub.load_directory(nano.save_pretrained(tmp_path / "n"), expect_family="audio")
+        factory.load_directory(nano.save_pretrained(tmp_path / "n"), expect_family="audio")
 
 
 def test_failed_save_leaves_previous_files_intact(nano, tmp_path, monkeypatch):

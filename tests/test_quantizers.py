@@ -309,6 +309,66 @@ def test_make_quantizer_kinds_and_errors():
         make_quantizer("vq", dim=4, codebook_size=8, lookup_backend="cuda")
 
 
+# -- configs are checked on construction ---------------------------------------------------------------
+@pytest.mark.parametrize("kind,options,match", [
+    ("fsq", dict(levels=[8.7, 5]), "levels"),                       # refused, never truncated to 8
+    ("fsq", dict(levels=[8, True]), "levels"),
+    ("fsq", dict(levels="885"), "levels"),
+    ("fsq", dict(levels=[]), "levels"),
+    ("fsq", dict(levels=[8, 5], dim=2.5), "dim"),
+    ("rfsq", dict(dim=4, levels=[3, 1]), "levels"),
+    ("vq", dict(dim=4, codebook_size=8, ema_decay=2.0), "ema_decay"),
+    ("vq", dict(dim=4, codebook_size=8, ema_decay=float("nan")), "ema_decay"),
+    ("vq", dict(dim=4, codebook_size=0), "codebook_size"),
+    ("vq", dict(dim=4, codebook_size=-3), "codebook_size"),
+    ("vq", dict(dim=4, codebook_size="8"), "codebook_size"),
+    ("vq", dict(dim=4, codebook_size=8.0), "codebook_size"),
+    ("vq", dict(dim=4, codebook_size=8, use_cosine="yes"), "use_cosine"),
+    ("vq", dict(dim=4, codebook_size=8, commitment_weight=-1), "commitment_weight"),
+    ("vq", dict(dim=4, codebook_size=8, usage_window=0), "usage_window"),
+    ("vq", dict(dim=True, codebook_size=8), "dim"),
+    ("lfq", dict(dim=4, codebook_scale=0.0), "codebook_scale"),
+    ("lfq", dict(dim=100), "codebook_size"),
+    ("rvq", dict(dim=4, ema_decay=2.0), "ema_decay"),
+    ("rvq", dict(dim=4, num_levels=0), "num_levels"),
+    ("rvq", dict(dim=4, num_levels=2, dropout_min_levels=3), "dropout_min_levels"),
+    ("rvq", dict(dim=4, quantizer_dropout=1), "quantizer_dropout"),
+    ("rfsq", dict(dim=4, num_levels=2.0), "num_levels"),
+])
+def test_bad_config_values_are_refused_clearly(kind, options, match):
+    with pytest.raises(ConfigError, match=match):
+        make_quantizer(kind, **options)
+
+
+def test_good_config_values_still_accepted():
+    import numpy as np
+    assert make_quantizer("fsq", levels=[np.int64(8), 5, 5]).levels == [8, 5, 5]
+    assert make_quantizer("vq", dim=4, codebook_size=8, ema_decay=1, commitment_weight=0).config.ema_decay == 1.0
+    assert make_quantizer("rfsq", dim=4, levels=[2, 3]).codebook_size == 6
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_other_float_dtypes_work(name, dtype):
+    q = build(name)
+    x = latents(q)
+    ref = q(x)
+    out = q(x.to(dtype))
+    assert out.quantized.dtype == dtype and out.ids.dtype == torch.int64 and out.ids.shape == ref.ids.shape
+    if dtype == torch.float64:  # fp64 is computed in fp32: the same ids
+        assert torch.equal(out.ids, ref.ids)
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+@pytest.mark.parametrize("train", [False, True])
+def test_empty_batches(name, train):
+    q = build(name).train(train)
+    for shape in ((0, 5, q.dim), (2, 0, q.dim)):
+        quantized, ids, aux = q(torch.randn(*shape))
+        assert quantized.shape == shape and ids.shape[:2] == shape[:2]
+        assert torch.isfinite(aux.loss) and torch.isfinite(aux.stats["usage"])
+
+
 # -- benchmark script ----------------------------------------------------------------------------------
 def test_bench_script_prints_json_lines_and_table():
     script = Path(__file__).resolve().parents[1] / "scripts" / "bench_quantize.py"
@@ -320,7 +380,7 @@ def test_bench_script_prints_json_lines_and_table():
     assert proc.returncode == 0, proc.stderr
     rows = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
     assert [r["quantizer"] for r in rows] == [c.split(":")[0] for c in cases]
-    for r in rows:
-        assert r["ids_equal"] and r["speedup"] > 0 and r["ours_ms"] > 0 and r["library_ms"] > 0
+    for r in rows:  # no timing asserts: a busy machine can make any ratio round to 0.0
+        assert r["ids_equal"] and r["speedup"] >= 0 and r["ours_ms"] > 0 and r["library_ms"] > 0
     assert {"vs_matmul", "lookup_peak_mib", "naive_peak_mib", "mem_vs_naive"} <= set(rows[0])
     assert "| quantizer |" in proc.stderr

@@ -192,7 +192,8 @@ def test_codebook_metric_follows_official_configs():
 
 def test_euclidean_official_codebook_is_not_normalized():
     codes = torch.randn(16, 4) * 3
-    out = convert_titok_state_dict({"quantize.embedding.weight": codes}, use_cosine=False)
+    official = {"latent_tokens": torch.zeros(2, 8), "quantize.embedding.weight": codes}
+    out = convert_titok_state_dict(official, use_cosine=False)
     assert torch.equal(out["quantize.vq._codebook.embed"][0], codes)
-    out = convert_titok_state_dict({"quantize.embedding.weight": codes}, use_cosine=True)
+    out = convert_titok_state_dict(official, use_cosine=True)
     assert torch.allclose(out["quantize.vq._codebook.embed"][0].norm(dim=-1), torch.ones(16))

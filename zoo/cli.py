@@ -4,6 +4,9 @@
     zoo tokenize IMAGE... --model NAME_OR_PATH [-o ids.json|ids.npy]
     zoo reconstruct IMAGE --model NAME_OR_PATH -o out.png
     zoo train RECIPE [--resume last|CKPT] [--set section.key=value ...]
+    zoo convert --from official-titok PATH --model NAME -o DIR
+
+The top floor: nothing inside ``zoo`` imports this module.
 """
 
 from __future__ import annotations
@@ -15,29 +18,7 @@ import sys
 from pathlib import Path
 
 from zoo.errors import ZooError
-
-
-def pick_device(device: str | None) -> str:
-    """``None``/"auto" -> "cuda" when a GPU is present, else "cpu"."""
-    import torch
-
-    if device in (None, "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
-def load_model(name_or_path: str, *, revision: str | None = None, random_init: bool = False,
-               device: str | None = None):
-    """``from_pretrained`` (local dir, checkpoints/, Hub) onto ``device``; with ``random_init`` a
-    registered name without weights is built with fresh weights instead (for smoke tests)."""
-    import zoo
-    from zoo.registry import list_models
-
-    device = pick_device(device)
-    if random_init and name_or_path in list_models():
-        logging.getLogger("zoo").warning("%s: using RANDOM weights (--random-init)", name_or_path)
-        return zoo.create(name_or_path).to(device).eval()
-    return zoo.from_pretrained(name_or_path, revision=revision, map_location=device)
+from zoo.factory import load_model, pick_device  # noqa: F401  (pick_device: for subcommands)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -108,6 +89,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_convert(args: argparse.Namespace) -> int:
+    from zoo import hub
+    from zoo.convert import convert_checkpoint, source_note
+    from zoo.model_card import render_model_card
+
+    model = convert_checkpoint(args.source, args.path, args.model)
+    card = render_model_card(model).rstrip("\n") + "\n\n" + source_note(args.source, args.path)
+    hub.save_pretrained(model, args.output, card=card)
+    print(f"wrote {args.output} ({model.name} from {args.source} {args.path})", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="zoo", description="The tokenizer zoo: images and audio to token ids and back.")
     p.add_argument("-v", "--verbose", action="store_true", help="show debug logs and full tracebacks")
@@ -153,6 +146,15 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("generate", help="sample an AR generator trained on tokens and decode (grid PNG / wav)")
     add_generate_args(s)
     s.set_defaults(func=run_generate_cli)
+
+    from zoo.convert import list_converters
+
+    s = sub.add_parser("convert", help="convert an official checkpoint into a save_pretrained folder")
+    s.add_argument("path", type=Path, help="official checkpoint: a folder, or a .safetensors / .bin file")
+    s.add_argument("--from", dest="source", required=True, choices=list_converters(), help="where it comes from")
+    s.add_argument("--model", required=True, help="registered variant to load it into, e.g. titok_l_32")
+    s.add_argument("-o", "--output", required=True, type=Path, help="output folder (save_pretrained layout)")
+    s.set_defaults(func=cmd_convert)
 
     _add_optional_commands(sub)
     return p

@@ -1,14 +1,14 @@
-"""Save, load and share tokenizers: ``model.safetensors`` + ``config.json`` (+ a model card).
+"""Checkpoint folders on disk and on the Hub: ``model.safetensors`` + ``config.json`` (+ ``README.md``).
 
-``from_pretrained(name_or_path)`` looks, in order, for
+File I/O only: this module knows nothing of model classes or the registry (it takes state dicts,
+config dicts and duck-typed models), so the model base class can use it. Building a model from a
+folder is :mod:`zoo.factory`'s job. :func:`resolve` finds the folder of ``name_or_path``, in order:
 
 1. a local directory written by :func:`save_pretrained`;
 2. ``<checkpoints>/<name>`` where ``<checkpoints>`` is ``$ZOO_CHECKPOINTS``, ``./checkpoints`` or the
    ``checkpoints/`` folder of a source checkout;
 3. a Hugging Face Hub repo id (``owner/name``), downloaded through ``huggingface_hub``'s cache
-   with ``revision`` pinning. ``$HF_ENDPOINT`` (read at call time) points at another Hub server;
-4. a registered variant with published official weights (``official_repo`` in the registry),
-   downloaded and converted from the official layout.
+   with ``revision`` pinning. ``$HF_ENDPOINT`` (read at call time) points at another Hub server.
 """
 
 from __future__ import annotations
@@ -23,10 +23,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-import zoo
-from zoo.errors import CheckpointError, ConfigError, UnknownModelError
+from zoo.errors import CheckpointError
 from zoo.io import atomic_write, atomic_write_text
-from zoo.registry import family_class, get_entry, make_config
+from zoo.version import __version__
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -36,19 +35,29 @@ CARD_NAME = "README.md"
 # -- save -------------------------------------------------------------------------------------------
 def model_config_dict(model: Any) -> dict[str, Any]:
     """What ``config.json`` holds: family, variant name, config fields and the zoo version."""
-    return {"family": model.family, "variant": model.name, "zoo_version": zoo.__version__,
+    return {"family": model.family, "variant": model.name, "zoo_version": __version__,
             "config": dataclasses.asdict(model.config)}
 
 
-def save_pretrained(model: Any, directory: str | Path) -> Path:
-    """Write ``model.safetensors`` and ``config.json`` into ``directory``; each file is written
-    to a temporary name and renamed, so a failed save never leaves a half-written file."""
+def save_folder(directory: str | Path, state: dict[str, torch.Tensor], config: dict[str, Any], *,
+                card: str | None = None) -> Path:
+    """Write ``state`` to ``model.safetensors``, ``config`` to ``config.json`` (and ``card`` to
+    ``README.md``) in ``directory``; each file is written to a temporary name and renamed, so a
+    failed save never leaves a half-written file."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
     atomic_write(directory / WEIGHTS_NAME, lambda p: save_file(state, str(p), metadata={"format": "pt"}))
-    atomic_write_text(directory / CONFIG_NAME, json.dumps(model_config_dict(model), indent=2) + "\n")
+    atomic_write_text(directory / CONFIG_NAME, json.dumps(config, indent=2) + "\n")
+    if card is not None:
+        atomic_write_text(directory / CARD_NAME, card)
     return directory
+
+
+def save_pretrained(model: Any, directory: str | Path, *, card: str | None = None) -> Path:
+    """Save a zoo tokenizer (anything with ``state_dict()``, ``family``, ``name`` and a dataclass
+    ``config``) as ``model.safetensors`` + ``config.json`` (+ ``README.md`` when ``card`` is given)."""
+    return save_folder(directory, model.state_dict(), model_config_dict(model), card=card)
 
 
 # -- load -------------------------------------------------------------------------------------------
@@ -62,39 +71,27 @@ def checkpoint_dirs() -> list[Path]:
     return dirs
 
 
-def from_pretrained(name_or_path: str | Path, revision: str | None = None, *, cache_dir: str | Path | None = None,
-                    endpoint: str | None = None, token: str | None = None, map_location: str = "cpu",
-                    local_files_only: bool = False):
-    """Load a tokenizer (see the module docstring for where it looks). Returns the model in eval mode."""
+def resolve(name_or_path: str | Path, revision: str | None = None, *, cache_dir: str | Path | None = None,
+            endpoint: str | None = None, token: str | None = None, local_files_only: bool = False) -> Path | None:
+    """The save_pretrained folder of ``name_or_path`` (see the module docstring for where it looks),
+    downloading a Hub repo into the cache; None when it is none of these (a registered name, say)."""
     path = Path(name_or_path)
     if path.is_dir():
-        return load_directory(path, map_location=map_location)
+        return path
     name = str(name_or_path)
-    if not _looks_like_repo_id(name) and (path.suffix or os.sep in name):
+    if not looks_like_repo_id(name) and (path.suffix or os.sep in name):
         raise CheckpointError(f"checkpoint directory {name!r} does not exist")
     for folder in checkpoint_dirs():
         if (folder / name / CONFIG_NAME).is_file():
-            return load_directory(folder / name, map_location=map_location)
-    if _looks_like_repo_id(name):
-        directory = download(name, revision=revision, cache_dir=cache_dir, endpoint=endpoint, token=token,
-                             local_files_only=local_files_only)
-        return load_directory(directory, map_location=map_location)
-    try:
-        entry = get_entry(name)
-    except UnknownModelError as e:
-        raise UnknownModelError(f"{e}; not a local directory, not under checkpoints/ and not a Hub repo id "
-                                "(owner/name)") from None
-    repo = entry.meta.get("official_repo")
-    if not repo:
-        raise CheckpointError(f"no pretrained weights are published for {name!r}; zoo.create({name!r}) builds it "
-                              f"with fresh weights, or put a save_pretrained folder at checkpoints/{name}/")
-    from zoo.convert import load_official
-    directory = download(repo, revision=revision, cache_dir=cache_dir, endpoint=endpoint, token=token,
-                         local_files_only=local_files_only, config_required=False)
-    return load_official(name, directory, map_location=map_location)
+            return folder / name
+    if looks_like_repo_id(name):
+        return download(name, revision=revision, cache_dir=cache_dir, endpoint=endpoint, token=token,
+                        local_files_only=local_files_only)
+    return None
 
 
-def _looks_like_repo_id(name: str) -> bool:
+def looks_like_repo_id(name: str) -> bool:
+    """``owner/name``, not a relative or absolute path."""
     parts = name.split("/")
     return len(parts) == 2 and all(parts) and not name.startswith((".", "/"))
 
@@ -109,7 +106,7 @@ def download(repo_id: str, *, revision: str | None = None, cache_dir: str | Path
 
     endpoint = endpoint or os.environ.get("HF_ENDPOINT") or None
     kwargs = dict(revision=revision, cache_dir=cache_dir, endpoint=endpoint, token=token,
-                  local_files_only=local_files_only, library_name="tokenizer-zoo", library_version=zoo.__version__)
+                  local_files_only=local_files_only, library_name="tokenizer-zoo", library_version=__version__)
     files = [WEIGHTS_NAME, CONFIG_NAME]
     got: list[str] = []
     for filename in files:
@@ -153,26 +150,6 @@ def read_weights(path: Path, map_location: str = "cpu") -> dict[str, torch.Tenso
         raise CheckpointError(f"{path} is not a readable safetensors file (corrupt or truncated?): {e}") from None
 
 
-def load_directory(directory: str | Path, *, map_location: str = "cpu", expect_family: str | None = None):
-    """Build the model described by ``directory/config.json`` and load its weights strictly."""
-    directory = Path(directory)
-    cfg = read_config(directory)
-    family = cfg["family"]
-    if expect_family is not None and family != expect_family:
-        raise CheckpointError(f"{directory} holds a {family!r} model, expected {expect_family!r}")
-    try:
-        cls = family_class(family)
-    except UnknownModelError as e:
-        raise CheckpointError(f"{directory / CONFIG_NAME}: {e}") from None
-    try:
-        config = make_config(cls.config_class, cfg["config"], what=str(directory / CONFIG_NAME))
-    except ConfigError as e:
-        raise CheckpointError(str(e)) from None
-    model = cls(config, name=cfg.get("variant") or family)
-    load_state(model, read_weights(directory / WEIGHTS_NAME, map_location), source=str(directory))
-    return model.to(map_location).eval()
-
-
 def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], *, source: str) -> None:
     """``load_state_dict(strict=True)`` with a readable error listing missing, unexpected and
     mis-shaped keys."""
@@ -195,22 +172,20 @@ def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], *, source
 
 
 # -- share ------------------------------------------------------------------------------------------
-def push_to_hub(model: Any, repo_id: str, *, private: bool | None = None, token: str | None = None,
-                revision: str | None = None, commit_message: str | None = None, endpoint: str | None = None,
-                metrics: dict[str, Any] | None = None) -> str:
-    """Upload weights, config and a generated model card to ``repo_id``; returns the commit id."""
+def push_to_hub(model: Any, repo_id: str, *, card: str | None = None, private: bool | None = None,
+                token: str | None = None, revision: str | None = None, commit_message: str | None = None,
+                endpoint: str | None = None) -> str:
+    """Upload weights, config and ``card`` (``README.md``; the model's ``push_to_hub`` renders one)
+    to ``repo_id``; returns the commit id."""
     import tempfile
 
     from huggingface_hub import HfApi
-
-    from zoo.model_card import render_model_card
 
     endpoint = endpoint or os.environ.get("HF_ENDPOINT") or None
     api = HfApi(endpoint=endpoint, token=token)
     api.create_repo(repo_id, private=private, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        save_pretrained(model, tmp)
-        atomic_write_text(Path(tmp) / CARD_NAME, render_model_card(model, repo_id=repo_id, metrics=metrics))
+        save_pretrained(model, tmp, card=card)
         info = api.upload_folder(repo_id=repo_id, folder_path=tmp, revision=revision,
-                                 commit_message=commit_message or f"Upload {model.name} (tokenizer-zoo {zoo.__version__})")
+                                 commit_message=commit_message or f"Upload {model.name} (tokenizer-zoo {__version__})")
     return info.oid

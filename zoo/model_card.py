@@ -5,9 +5,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import zoo
-from zoo.registry import get_entry
 from zoo.errors import UnknownModelError
+from zoo.registry import get_entry
+from zoo.version import __version__
 
 
 def render_model_card(model: Any, *, repo_id: str | None = None, metrics: dict[str, Any] | None = None) -> str:
@@ -28,7 +28,7 @@ def render_model_card(model: Any, *, repo_id: str | None = None, metrics: dict[s
         "",
         f"# {model.name}",
         "",
-        f"A {model.family} {model.modality} tokenizer from the tokenizer zoo (version {zoo.__version__})"
+        f"A {model.family} {model.modality} tokenizer from the tokenizer zoo (version {__version__})"
         + (f", the paper's {meta['paper']}." if meta.get("paper") else "."),
         "",
         "## Use",

@@ -1,7 +1,9 @@
 """The registry of named variants: ``create("titok_s_128")``, ``list_models("titok*")``.
 
 A variant is a function returning a config dataclass, registered with the model class that
-builds it (timm style: variants are data, never subclasses).
+builds it (timm style: variants are data, never subclasses). Model modules register themselves
+when imported; this module imports no model (``import zoo`` imports them all through
+:mod:`zoo.factory`, so the registry is full whenever the package is loaded).
 """
 
 from __future__ import annotations
@@ -48,20 +50,14 @@ def register_model(model_class: type, **meta: Any) -> Callable[[Callable[[], Any
     return wrap
 
 
-def _ensure_loaded() -> None:
-    import zoo.models  # noqa: F401  (importing the families registers their variants)
-
-
 def list_models(pattern: str = "*", family: str | None = None) -> list[str]:
     """Sorted names of registered variants matching the glob ``pattern`` (and ``family``)."""
-    _ensure_loaded()
     return sorted(n for n, e in _REGISTRY.items()
                   if fnmatch.fnmatch(n, pattern) and (family is None or e.family == family))
 
 
 def get_entry(name: str) -> ModelEntry:
     """The :class:`ModelEntry` of ``name``; unknown names raise with the closest matches."""
-    _ensure_loaded()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -73,7 +69,6 @@ def get_entry(name: str) -> ModelEntry:
 
 def family_class(family: str) -> type:
     """The model class of ``family`` (e.g. "titok")."""
-    _ensure_loaded()
     if family not in _FAMILIES:
         raise UnknownModelError(f"unknown model family {family!r}; known: {', '.join(sorted(_FAMILIES))}")
     return _FAMILIES[family]

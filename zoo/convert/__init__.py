@@ -1,27 +1,29 @@
-"""Converters from official checkpoints of other codebases into the zoo's modules."""
+"""Converters from official checkpoints of other codebases into the zoo's models.
+
+A converter maps the state dict of one official source (``"official-titok"``, ...) onto a zoo
+model of one family, key by key: a key it does not know, or a model key it cannot fill, raises
+:class:`~zoo.errors.CheckpointError` naming it. Each family's converter lives in
+``zoo/convert/<family>.py`` and registers itself on import::
+
+    def convert_foo_state_dict(state, model):   # official tensors -> the model's full state dict
+        ...
+    from zoo.convert.base import register_converter   # not from zoo.convert: that imports you
+    register_converter("official-foo", convert_foo_state_dict, family="foo")
+
+plus one import line in this file. :func:`convert_checkpoint` (behind
+``zoo convert --from SOURCE PATH --model NAME -o DIR``) reads a folder or a ``.safetensors`` /
+``.bin`` file, converts it and loads it strictly; :func:`load_official` is what
+``zoo.from_pretrained(name)`` runs on a downloaded official repo.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+from zoo.convert.base import (Converter, convert_checkpoint, converter_for, find_weights, get_converter,
+                              list_converters, load_official, read_state_dict, register_converter, source_note)
 
-from zoo.convert.titok import convert_titok_state_dict
-from zoo.errors import CheckpointError
+# One line per family: importing the module registers its converter.
+from zoo.convert.titok import convert_titok_state_dict  # official-titok
 
-CONVERTERS = {"titok": convert_titok_state_dict}
-
-
-def load_official(name: str, directory: str | Path, *, map_location: str = "cpu"):
-    """Build the registered variant ``name`` and load an official checkpoint folder into it."""
-    from zoo.hub import WEIGHTS_NAME, load_state, read_weights
-    from zoo.registry import create
-
-    model = create(name)
-    convert = CONVERTERS.get(model.family)
-    if convert is None:
-        raise CheckpointError(f"no converter for official {model.family} checkpoints")
-    state = read_weights(Path(directory) / WEIGHTS_NAME, map_location)
-    load_state(model, convert(state, use_cosine=model.config.use_cosine), source=f"{directory} (official {name})")
-    return model.to(map_location).eval()
-
-
-__all__ = ["convert_titok_state_dict", "load_official", "CONVERTERS"]
+__all__ = ["Converter", "register_converter", "list_converters", "get_converter", "converter_for",
+           "find_weights", "read_state_dict", "convert_checkpoint", "load_official", "source_note",
+           "convert_titok_state_dict"]

@@ -76,7 +76,10 @@ class Tokenizer(nn.Module):
     def push_to_hub(self, repo_id: str, **kwargs: Any) -> str:
         """Upload weights, config and a generated model card to the Hub repo ``repo_id``."""
         from zoo import hub
-        return hub.push_to_hub(self, repo_id, **kwargs)
+        from zoo.model_card import render_model_card
+
+        card = render_model_card(self, repo_id=repo_id, metrics=kwargs.pop("metrics", None))
+        return hub.push_to_hub(self, repo_id, card=card, **kwargs)
 
 
 class ImageTokenizer(Tokenizer):

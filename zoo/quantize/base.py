@@ -163,9 +163,18 @@ class Quantizer(nn.Module):
         """
         self.check_latents(x)
         dtype = self.compute_dtype()
-        quantized, ids, aux = self.quantize(x if dtype is None or x.dtype == dtype else x.to(dtype))
+        if x.shape[0] * x.shape[1] == 0:  # nothing to quantize (the library would average over nothing: NaN)
+            quantized, ids, aux = self._empty(x)
+        else:
+            quantized, ids, aux = self.quantize(x if dtype is None or x.dtype == dtype else x.to(dtype))
         aux.stats.update(self.usage.update(ids, aux.counts))
         return QuantizerOutput(quantized.to(x.dtype), ids, aux)
+
+    def _empty(self, x: torch.Tensor) -> QuantizerOutput:
+        """An empty batch: empty outputs, a zero loss that is still part of the graph."""
+        ids_shape = tuple(x.shape[:2]) + ((self.num_levels,) if self.num_levels > 1 else ())
+        ids = torch.zeros(ids_shape, dtype=torch.long, device=x.device)
+        return QuantizerOutput(x * 0, ids, QuantizerAux(loss=x.sum() * 0))
 
     def compute_dtype(self) -> torch.dtype | None:
         """dtype of the quantizer's float parameters (projections, learnable codes), None without any."""

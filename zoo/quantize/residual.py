@@ -114,8 +114,6 @@ class ResidualVectorQuantizer(Quantizer):
     def quantize(self, x: torch.Tensor) -> QuantizerOutput:
         if not self.training and self.config.lookup_backend != "library" and self._initted.fast_ok():
             return self._eval_quantize(x)
-        if x.shape[0] * x.shape[1] == 0:  # the library cannot take an empty batch
-            return self._empty(x)
         quantized, ids, all_losses = self.rvq(x)
         self._initted.ran_library()
         loss = all_losses.sum() if self.training else zero_loss(x)
@@ -135,13 +133,6 @@ class ResidualVectorQuantizer(Quantizer):
         out = self.rvq.project_out(quantized_out)
         zeros = torch.zeros(self.num_levels, device=x.device)
         return QuantizerOutput(out, torch.stack(all_ids, dim=-1),
-                               QuantizerAux(loss=zero_loss(x), losses=_per_level_losses(zeros, "commitment")))
-
-    def _empty(self, x: torch.Tensor) -> QuantizerOutput:
-        """An empty batch: no tokens, no loss (the projections still see it, so gradients are defined)."""
-        ids = torch.zeros(*x.shape[:2], self.num_levels, dtype=torch.long, device=x.device)
-        zeros = torch.zeros(self.num_levels, device=x.device)
-        return QuantizerOutput(self.ids_to_vectors(ids) + 0 * x.sum(), ids,
                                QuantizerAux(loss=zero_loss(x), losses=_per_level_losses(zeros, "commitment")))
 
     def ids_to_vectors(self, ids: torch.Tensor) -> torch.Tensor:
