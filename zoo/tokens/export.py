@@ -376,6 +376,8 @@ def build_manifest(out: Path, plan: ShardPlan, info: dict[str, Any], classes: li
             cols["length"].append(int(n))
             data_hash.update(f.encode() + b"\0" + bytes.fromhex(sha))
         skipped += header["skipped"]
+        if len(header["shape"]) == 2:  # residual ids: the levels actually kept (a bandwidth keeps a prefix)
+            info.update(num_levels=int(header["shape"][1]), token_shape=[int(header["shape"][1]), None])
     stray = sorted(p.name for p in out.glob(SHARD_GLOB) if p.name not in {s["name"] for s in shards})
     if stray:
         log.warning("%s holds shards not in this export (left alone, not in the manifest): %s", out, stray[:5])
