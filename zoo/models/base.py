@@ -22,6 +22,7 @@ from torch import nn
 from zoo.audio import check_waveform, resample as resample_audio
 from zoo.errors import InputError
 from zoo.quantize import QuantizerAux
+from zoo.tokens import vocab as _vocab
 from zoo.validation import check_ids, check_images
 
 
@@ -80,6 +81,40 @@ class Tokenizer(nn.Module):
 
         card = render_model_card(self, repo_id=repo_id, metrics=kwargs.pop("metrics", None))
         return hub.push_to_hub(self, repo_id, card=card, **kwargs)
+
+    # -- ids inside an LLM vocabulary (zoo.tokens.vocab) ---------------------------------------------
+    def llm_token_count(self, pattern: str = "interleave") -> int:
+        """LLM vocabulary entries this tokenizer needs: its ids (x levels for residual ids, + the delay
+        pad) plus begin and end; reserve ``[offset, offset + llm_token_count())``."""
+        return self._llm_vocab(pattern) + 2
+
+    def _llm_vocab(self, pattern: str) -> int:
+        if self.modality != "audio":
+            return int(self.vocab_size)
+        return _vocab.flat_vocab_size(pattern, int(self.vocab_size), int(getattr(self, "num_levels", 1)))
+
+    def to_llm_ids(self, ids: torch.Tensor | list[torch.Tensor], offset: int, *, pattern: str = "interleave",
+                   begin_id: int | None = None, end_id: int | None = None) -> torch.Tensor | list[torch.Tensor]:
+        """ids (B, N) (or a list of (N_b,) for ragged ids), or residual (B, L, T) flattened with ``pattern``
+        -> LLM ids (B, S + 2): ``[begin, offset + ids..., end]`` with begin/end right after the block
+        (see :func:`zoo.tokens.vocab.to_llm_ids`)."""
+        vocab = self._llm_vocab(pattern)
+        if isinstance(ids, torch.Tensor) and ids.ndim == 3:
+            ids = _vocab.flatten_levels(ids, pattern, int(self.vocab_size))
+        return _vocab.to_llm_ids(ids, offset, vocab, begin_id=begin_id, end_id=end_id)
+
+    def from_llm_ids(self, llm_ids: torch.Tensor | list[torch.Tensor], offset: int, *, pattern: str = "interleave",
+                     num_levels: int | None = None, begin_id: int | None = None,
+                     end_id: int | None = None) -> torch.Tensor | list[torch.Tensor]:
+        """The exact inverse of :meth:`to_llm_ids`: the span between begin and end, minus ``offset``
+        (residual ids: unflattened to (B, L, T) with ``num_levels`` levels, default all)."""
+        ids = _vocab.from_llm_ids(llm_ids, offset, self._llm_vocab(pattern), begin_id=begin_id, end_id=end_id)
+        if self.modality != "audio":
+            return ids
+        levels = int(num_levels or getattr(self, "num_levels", 1))
+        unflat = lambda x: _vocab.unflatten_levels(x[None] if x.ndim == 1 else x, pattern, levels,  # noqa: E731
+                                                   int(self.vocab_size))
+        return unflat(ids) if isinstance(ids, torch.Tensor) else [unflat(x)[0] for x in ids]
 
 
 class ImageTokenizer(Tokenizer):
