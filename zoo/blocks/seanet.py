@@ -17,7 +17,7 @@ transposed conv its overlap tail, each LSTM its state) gives exactly the whole-f
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -134,24 +134,30 @@ class SConv1d(nn.Module):
 
 
 class SConvTranspose1d(nn.Module):
-    """ConvTranspose1d trimming ``k - s`` samples (right when causal, centred otherwise): T -> T * s."""
+    """ConvTranspose1d trimming ``k - s`` samples (right when causal, centred otherwise): T -> T * s.
+
+    ``trim="symmetric"`` trims ceil((k - s) / 2) on both sides instead (DAC's ``padding=ceil(s / 2)``),
+    which gives T * s - 1 samples for odd strides.
+    """
 
     def __init__(self, in_ch: int, out_ch: int, kernel_size: int, stride: int = 1, *, causal: bool = False,
-                 norm: str = "weight_norm"):
+                 norm: str = "weight_norm", trim: str = "centred"):
         super().__init__()
         self.conv = NormConv1d(in_ch, out_ch, kernel_size, stride, weight_norm=norm == "weight_norm", transpose=True)
         self.norm = nn.GroupNorm(1, out_ch) if norm == "time_group_norm" else nn.Identity()
-        self.causal, self.stride = causal, stride
+        self.causal, self.stride, self.trim = causal, stride, trim
         self.padding_total = kernel_size - stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.conv(x)
+        y = self.norm(self.conv(x))  # the norm sees the untrimmed output (EnCodec's time group norm does)
         if self.causal:
             left, right = 0, self.padding_total
+        elif self.trim == "symmetric":  # ceil((k - s) / 2) on both sides: one sample less for odd strides
+            left = right = -(-self.padding_total // 2)
         else:
             right = self.padding_total // 2
             left = self.padding_total - right
-        return self.norm(y[..., left: y.shape[-1] - right])
+        return y[..., left: y.shape[-1] - right]
 
     def step(self, x: torch.Tensor, state: StreamState) -> torch.Tensor:
         """Causal streaming: (B, Cin, n) -> (B, Cout, n * stride); the overlap tail waits in ``state``."""
@@ -266,6 +272,7 @@ class SEANetConfig:
     lstm_layers: int = 0
     bidirectional: bool = False
     final_activation: str | None = None  # decoder only: None or "tanh"
+    transpose_trim: str = "centred"  # decoder only: "centred" (EnCodec) or "symmetric" (DAC)
 
     def __post_init__(self) -> None:
         self.strides = tuple(int(s) for s in self.strides)
@@ -278,6 +285,8 @@ class SEANetConfig:
             raise ConfigError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
         if self.pad_mode not in PAD_MODES:
             raise ConfigError(f"pad_mode must be one of {PAD_MODES}, got {self.pad_mode!r}")
+        if self.transpose_trim not in ("centred", "symmetric"):
+            raise ConfigError(f"transpose_trim must be 'centred' or 'symmetric', got {self.transpose_trim!r}")
         if self.final_activation not in (None, "tanh"):
             raise ConfigError(f"final_activation must be None or 'tanh', got {self.final_activation!r}")
         if self.causal and self.bidirectional:
@@ -345,7 +354,8 @@ class SEANetDecoder(_Stack):
             if c.bidirectional:
                 raise ConfigError("the decoder's LSTM must be unidirectional")
         for s in c.strides:
-            layers += [make_activation(c.activation, dim), SConvTranspose1d(dim, dim // 2, 2 * s, s, **c.conv_kwargs())]
+            layers += [make_activation(c.activation, dim), SConvTranspose1d(dim, dim // 2, 2 * s, s, **c.conv_kwargs(),
+                                                                        trim=c.transpose_trim)]
             dim //= 2
             layers += c.residual_units(dim)
         layers += [make_activation(c.activation, dim), SConv1d(dim, c.channels, c.last_kernel_size, **conv)]

@@ -23,6 +23,9 @@ from zoo.convert.base import (Converter, convert_checkpoint, converter_for, find
 
 # One line per family: importing the module registers its converter.
 from zoo.convert.titok import convert_titok_state_dict  # official-titok
+from zoo.convert.seed import convert_seed_state_dict  # noqa: E402  official-seed
+from zoo.convert.encodec import convert_encodec_state_dict  # official-encodec
+from zoo.convert.dac import convert_dac_state_dict  # official-dac
 
 __all__ = ["Converter", "register_converter", "list_converters", "get_converter", "converter_for",
            "find_weights", "read_state_dict", "convert_checkpoint", "load_official", "source_note",

@@ -154,6 +154,14 @@ class AudioCodec(AudioTokenizer):
             return torch.div(num_samples + self.hop_length - 1, self.hop_length, rounding_mode="floor")
         return -(-int(num_samples) // self.hop_length)
 
+    def decoded_length(self, num_frames: int) -> int:
+        """Samples :meth:`decode` returns for ``num_frames`` frames: frames * hop, less one per odd
+        stride with DAC's symmetric trim (the official DAC 24/16 kHz decoders end 8 samples short)."""
+        n = int(num_frames)
+        for s in self.config.decoder.strides:
+            n = n * s - (1 if s % 2 and self.config.decoder.transpose_trim == "symmetric" and not self.causal else 0)
+        return n
+
     def encode_latents(self, wav: torch.Tensor) -> torch.Tensor:
         if self.config.pad_to_hop:
             wav = F.pad(wav, (0, (-wav.shape[-1]) % self.hop_length))
@@ -348,7 +356,7 @@ def _dac(sample_rate: int, strides: tuple[int, ...], num_levels: int, latent: in
     return CodecConfig(sample_rate=sample_rate, channels=1,
                        encoder=SEANetConfig(n_filters=64, strides=strides, last_kernel_size=3, **common),
                        decoder=SEANetConfig(n_filters=96, strides=tuple(reversed(strides)), last_kernel_size=7,
-                                            final_activation="tanh", **common),
+                                            final_activation="tanh", transpose_trim="symmetric", **common),
                        quantizer="factorized", num_levels=num_levels, codebook_dim=8, quantizer_dropout=dropout,
                        commitment_weight=0.25, codebook_weight=1.0, pad_to_hop=True)
 
@@ -407,4 +415,5 @@ def dac_nano_16khz() -> CodecConfig:
     cfg = _dac(16_000, (2, 4, 5, 8), 8, latent=64)
     cfg.encoder.n_filters, cfg.decoder.n_filters = 8, 12
     cfg.encoder.dilations = cfg.decoder.dilations = (1, 3)
+    cfg.decoder.transpose_trim = "centred"  # exactly frames * hop samples out (DAC's trim drops one per odd stride)
     return cfg
