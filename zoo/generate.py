@@ -68,6 +68,11 @@ def load_tokenizer_of(gen: ARGenerator, tokenizer: str | None = None, *, device:
     if int(tok.vocab_size) != int(gen.config.tokens.get("token_vocab_size", tok.vocab_size)):
         raise CheckpointError(f"tokenizer {name} has {tok.vocab_size} codes, the generator was trained on "
                               f"{gen.config.tokens.get('token_vocab_size')}")
+    shape = info.get("token_shape") or [None]
+    if tok.modality == "image" and shape[0] is not None and not getattr(tok, "variable_length", False) \
+            and int(tok.num_tokens) != int(shape[0]):
+        raise CheckpointError(f"tokenizer {name} makes {tok.num_tokens} tokens per image, the generator was trained "
+                              f"on {shape[0]}")
     return tok
 
 

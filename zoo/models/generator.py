@@ -25,6 +25,7 @@ from torch import nn
 
 from zoo.blocks.causal import CausalBlock, KVCache
 from zoo.errors import InputError
+from zoo.tokens.vocab import delay_pad_id
 
 
 @dataclass
@@ -100,6 +101,8 @@ class ARGenerator(nn.Module):
         self.ln_f = nn.LayerNorm(c.width)
         self.head = nn.Linear(c.width, self.num_outputs, bias=False)
         self.apply(self._init)
+        mask = structure_mask(c, self.num_outputs)
+        self.register_buffer("allowed", mask if mask is not None else torch.ones(0, dtype=torch.bool), persistent=False)
 
     @staticmethod
     def _init(m: nn.Module) -> None:
@@ -145,6 +148,7 @@ class ARGenerator(nn.Module):
         """Mean cross-entropy of tokens (and the END after each sequence when variable-length).
 
         ids: (B, N) padded (any id beyond lengths[b]), lengths: (B,), labels: (B,)."""
+        labels = labels.clamp_min(0)  # unlabelled items (-1) count as class 0
         n = ids.shape[1]
         pos = torch.arange(n, device=ids.device)[None]
         valid = pos < lengths[:, None]
@@ -202,6 +206,8 @@ class ARGenerator(nn.Module):
             logits = logits.float()
             if guided:
                 logits = logits[b:] + cfg_scale * (logits[:b] - logits[b:])
+            if self.allowed.numel():  # residual patterns: only ids of the level this position holds
+                logits = logits.masked_fill(~self.allowed[i], float("-inf"))
             if self.config.variable_length and i < min_length:
                 logits[:, self.end_id] = float("-inf")
             u = torch.rand(b, generator=generator, device="cpu").to(device)
@@ -223,6 +229,27 @@ class ARGenerator(nn.Module):
         return hub.save_pretrained(self, directory)
 
 
+def structure_mask(c: ARGeneratorConfig, num_outputs: int) -> torch.Tensor | None:
+    """(max_len, num_outputs) bool: the ids each position of a flattened residual sequence may hold
+    (``interleave``: the block of level s % L; ``delay``: the pad while level s % L is still delayed,
+    then that level's block; END only at frame boundaries). None for single-level tokens and
+    ``level_major`` (its level depends on the unknown length)."""
+    t = c.tokens or {}
+    pattern, levels, vocab = t.get("pattern"), int(t.get("num_levels") or 1), int(t.get("token_vocab_size") or 0)
+    if pattern not in ("interleave", "delay") or levels < 2 or vocab * levels > c.vocab_size:
+        return None
+    mask = torch.zeros(c.max_len, num_outputs, dtype=torch.bool)
+    for s in range(c.max_len):
+        level, step = s % levels, s // levels
+        if pattern == "delay" and step < level:
+            mask[s, delay_pad_id(vocab, levels)] = True
+        else:
+            mask[s, level * vocab:(level + 1) * vocab] = True
+        if c.variable_length and level == 0:
+            mask[s, c.vocab_size] = True
+    return mask
+
+
 def sample_logits(logits: torch.Tensor, u: torch.Tensor, *, temperature: float = 1.0, top_k: int = 0,
                   top_p: float = 1.0) -> torch.Tensor:
     """logits (B, V) + uniforms u (B,) in [0, 1) -> ids (B,) by inverse CDF over the filtered softmax."""
@@ -240,4 +267,4 @@ def sample_logits(logits: torch.Tensor, u: torch.Tensor, *, temperature: float =
         probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
     cdf = probs.cumsum(-1)
     cdf = cdf / cdf[:, -1:]
-    return torch.searchsorted(cdf, u[:, None].to(cdf.dtype)).clamp_max(logits.shape[-1] - 1)[:, 0]
+    return torch.searchsorted(cdf, u[:, None].to(cdf.dtype), right=True).clamp_max(logits.shape[-1] - 1)[:, 0]

@@ -73,7 +73,6 @@ class ARGeneratorModule(L.LightningModule):
     # -- steps ------------------------------------------------------------------------------------
     def _loss(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], train: bool) -> torch.Tensor:
         ids, lengths, labels = batch
-        labels = labels.clamp_min(0)  # unlabelled data (-1): class 0
         p = self.model.config.class_dropout
         if train and p > 0:  # classifier-free guidance: sometimes train without the class
             drop = torch.rand(labels.shape, device=labels.device) < p
