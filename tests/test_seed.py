@@ -214,6 +214,16 @@ def test_official_parity():
     assert (model.decode_embedding(io["ids"]) - io["generation"]).abs().max() <= 1e-4
 
 
+def test_convert_checkpoint_registry_path():
+    from safetensors.torch import load_file
+
+    from zoo.convert import convert_checkpoint
+
+    model = convert_checkpoint("official-seed", FIXTURES / "seed_quantizer.pt", _fixture_model())
+    io = load_file(str(FIXTURES / "io.safetensors"))
+    assert torch.equal(model.encode(io["images"]), io["ids"])
+
+
 def test_converter_reports_absent_and_refuses_foreign_keys():
     from zoo.convert.seed import absent_keys, convert_seed_state_dict
 
@@ -268,8 +278,8 @@ def test_ids_out_of_range_and_wrong_length(nano):
 
 
 def test_llm_vocabulary_round_trip(nano):
-    vocab = pytest.importorskip("zoo.tokens.vocab")
     ids = nano.encode(torch.rand(2, 3, 64, 64))
-    llm = vocab.to_llm_ids(ids, 32000, nano.vocab_size)
-    assert llm.shape == (2, 34)
-    assert torch.equal(vocab.from_llm_ids(llm, 32000, nano.vocab_size), ids)
+    llm = nano.to_llm_ids(ids, 32000)  # SEED-LLaMA's layout: image ids after LLaMA's 32,000 text ids
+    assert llm.shape == (2, 34) and nano.llm_token_count() == nano.vocab_size + 2
+    assert int(llm[:, 1:-1].min()) >= 32000 and int(llm[:, 1:-1].max()) < 32000 + nano.vocab_size
+    assert torch.equal(nano.from_llm_ids(llm, 32000), ids)

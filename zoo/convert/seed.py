@@ -28,6 +28,7 @@ import warnings
 import torch
 from torch import nn
 
+from zoo.convert.base import register_converter
 from zoo.errors import CheckpointError
 
 CODEBOOK = "quantize.embedding.weight"
@@ -133,5 +134,9 @@ def convert_seed_state_dict(state: dict[str, torch.Tensor], model: nn.Module) ->
                                   f"expects {tuple(own[key].shape)}: a SEED of another size?")
     return converted
 
+
+register_converter("official-seed", convert_seed_state_dict, family="seed",
+                   weight_files=("seed_quantizer.pt", "model.safetensors", "pytorch_model.bin", "model.pt"),
+                   description="AILab-CVC SEED tokenizer, seed_quantizer.pt (Blip2QformerQuantizer)")
 
 __all__ = ["absent_keys", "convert_eva_vit_state_dict", "convert_seed_state_dict"]
