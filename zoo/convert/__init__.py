@@ -18,16 +18,17 @@ plus one import line in this file. :func:`convert_checkpoint` (behind
 
 from __future__ import annotations
 
-from zoo.convert.base import (Converter, convert_checkpoint, converter_for, find_weights, get_converter,
-                              list_converters, load_official, read_state_dict, register_converter, source_note)
+from zoo.convert.base import (Converter, convert_checkpoint, convert_to_folder, converter_for, find_weights,
+                              get_converter, list_converters, load_official, read_state_dict, register_converter,
+                              source_note)
 
 # One line per family: importing the module registers its converter.
 from zoo.convert.titok import convert_titok_state_dict  # official-titok
 from zoo.convert.seed import convert_seed_state_dict  # noqa: E402  official-seed
-from zoo.convert.seed import convert_seed_state_dict  # noqa: E402  official-seed
 from zoo.convert.encodec import convert_encodec_state_dict  # official-encodec
 from zoo.convert.dac import convert_dac_state_dict  # official-dac
+from zoo.convert.dm_codec import convert_dm_codec_state_dict  # noqa: E402  official-dm-codec
 
 __all__ = ["Converter", "register_converter", "list_converters", "get_converter", "converter_for",
-           "find_weights", "read_state_dict", "convert_checkpoint", "load_official", "source_note",
+           "find_weights", "read_state_dict", "convert_checkpoint", "convert_to_folder", "load_official", "source_note",
            "convert_titok_state_dict"]

@@ -26,16 +26,23 @@ register_task("audio_codec", AudioCodecModule, AudioDataModule,
               data_defaults=lambda module: {"sample_rate": module.model.sample_rate, "channels": module.model.channels},
               description="audio codecs: multi-scale mel + L1 + MPD/STFT discriminators with feature matching + quantizer")
 
-from zoo.training.flow import FlowTokenizerModule  # noqa: E402
+from zoo.training.dm_codec import DistillAudioDataModule, DMCodecModule  # noqa: E402
 
-register_task("flow", FlowTokenizerModule, ImageDataModule,
-              data_defaults=lambda module: {"image_size": module.model.input_size},
-              description="flow-decoder tokenizers (FlexTok): rectified-flow loss + nested dropout (+ REPA)")
+register_task("dm_codec", DMCodecModule, DistillAudioDataModule,
+              data_defaults=lambda module: {"sample_rate": module.model.sample_rate,
+                                            "hop_length": module.model.hop_length},
+              description="DM-Codec: audio codec losses + LM/SM feature distillation from frozen teachers")
 
 from zoo.training.generator import ARGeneratorModule, TokenDataModule, data_defaults as _generator_data  # noqa: E402
 
 register_task("ar_generator", ARGeneratorModule, TokenDataModule, data_defaults=_generator_data,
               description="class-conditional AR generator (GPT) on token shards from zoo tokenize-dataset")
+
+from zoo.training.flow import FlowTokenizerModule  # noqa: E402
+
+register_task("flow", FlowTokenizerModule, ImageDataModule,
+              data_defaults=lambda module: {"image_size": module.model.input_size},
+              description="flow-decoder tokenizers (FlexTok): rectified-flow loss + nested dropout (+ REPA)")
 
 from zoo.training.recipe import build, load_recipe, train  # noqa: E402
 

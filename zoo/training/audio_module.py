@@ -102,13 +102,16 @@ class AudioCodecModule(L.LightningModule):
         opt_g, opt_d = (opts[0], opts[1]) if isinstance(opts, (list, tuple)) else (opts, None)
         hp = self.hparams
         losses, rec, out = self.generator_losses(wav)
+        extra = self.extra_losses(batch, out)  # already weighted (e.g. DM-Codec's distillation)
         weights = {"mel": hp.mel_weight, "l1": hp.l1_weight, "adv": hp.adv_weight, "fm": hp.fm_weight}
         total = sum(weights[k] * v for k, v in losses.items()) + hp.quantizer_weight * out.aux.loss
+        total = total + sum(extra.values())
         opt_g.zero_grad(set_to_none=True)
         if self.balancer is not None:
             self.balancer.backward(losses, rec)
-            if out.aux.loss.requires_grad:
-                self.manual_backward(hp.quantizer_weight * out.aux.loss)
+            rest = hp.quantizer_weight * out.aux.loss + sum(extra.values())
+            if rest.requires_grad:
+                self.manual_backward(rest)
         else:
             self.manual_backward(total)
         if hp.grad_clip:
@@ -127,12 +130,17 @@ class AudioCodecModule(L.LightningModule):
             opt_d.step()
             losses["disc"] = d_loss
         self.log("train/loss", total.detach(), prog_bar=True)
-        self.log_dict({f"train/{k}": v.detach() for k, v in {**losses, **out.aux.losses}.items()})
+        self.log_dict({f"train/{k}": v.detach() for k, v in {**losses, **extra, **out.aux.losses}.items()})
         stats = {f"train/{k}": v for k, v in out.aux.stats.items()}
         if "train/usage" in stats:
             self.log("train/usage", stats.pop("train/usage"), prog_bar=True)
         self.log_dict(stats)
         return total.detach()
+
+    def extra_losses(self, batch: Any, out: Any) -> dict[str, torch.Tensor]:
+        """Hook for subclasses: further generator losses, already weighted, from the batch and the
+        model output (a :class:`~zoo.models.base.TokenizerOutput`). None here."""
+        return {}
 
     @torch.no_grad()
     def validation_step(self, batch: Any, batch_idx: int) -> None:

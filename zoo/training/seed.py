@@ -23,7 +23,6 @@ from :class:`CaptionedImageDataModule` (captions from ``captions.json`` or class
 from __future__ import annotations
 
 import json
-import logging
 import math
 from pathlib import Path
 from typing import Any, Callable
@@ -32,14 +31,12 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from zoo.data import open_rgb, to_tensor
 from zoo.errors import ConfigError, InputError
 from zoo.models.seed import SEED
-from zoo.training.data import readable_images
-
-log = logging.getLogger(__name__)
+from zoo.training.data import ImageDataModule
 
 STAGE_PARTS = {
     1: ("qformer", "query_tokens", "ln_vision"),
@@ -305,45 +302,28 @@ class CaptionedImages(Dataset):
         return {"image": image, "caption": self.captions[i]}
 
 
-class CaptionedImageDataModule(L.LightningDataModule):
-    """Images with captions under ``root``; ``require_captions`` (stage 1) refuses images without one."""
+class CaptionedImageDataModule(ImageDataModule):
+    """:class:`ImageDataModule` whose items are ``{"image", "caption"}`` dicts; ``require_captions``
+    (stage 1) refuses images without a caption."""
 
     def __init__(self, root: str, image_size: int, batch_size: int = 16, num_workers: int = 0,
                  val_fraction: float = 0.1, seed: int = 0, require_captions: bool = False,
                  caption_template: str = "a photo of a {}"):
-        super().__init__()
-        self.root, self.image_size, self.batch_size, self.num_workers = root, image_size, batch_size, num_workers
-        self.val_fraction, self.seed = val_fraction, seed
+        super().__init__(root, image_size, batch_size, num_workers, val_fraction, seed)
         self.require_captions, self.caption_template = require_captions, caption_template
-        self.train_set: CaptionedImages | None = None
-        self.val_set: CaptionedImages | None = None
 
     def setup(self, stage: str | None = None) -> None:
-        files = readable_images(self.root)
-        captions = find_captions(self.root, files, self.caption_template)
-        if self.require_captions:
-            lacking = [f for f, c in zip(files, captions) if not c]
-            if lacking:
-                raise InputError(f"SEED stage 1 (contrastive) needs a caption per image, but {len(lacking)} of "
-                                 f"{len(files)} images under {self.root} have none (e.g. {lacking[0]}): put images in "
-                                 f"class subfolders ({self.root}/<class name>/...) or give {self.root}/captions.json "
-                                 "mapping relative paths to captions")
-        perm = torch.randperm(len(files), generator=torch.Generator().manual_seed(self.seed)).tolist()
-        n_val = max(1, int(round(len(files) * self.val_fraction))) if len(files) > 1 else 0
-        pick = lambda idx: ([files[i] for i in idx], [captions[i] for i in idx])  # noqa: E731
-        val, train = pick(perm[:n_val]), pick(perm[n_val:])
-        if not train[0]:
-            train = val
-        self.train_set = CaptionedImages(*train, self.image_size, train=True)
-        self.val_set = CaptionedImages(*(val if val[0] else train), self.image_size, train=False)
-
-    def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True,
-                          drop_last=len(self.train_set) >= self.batch_size, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
-
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, batch_size=self.batch_size, num_workers=self.num_workers)
+        super().setup(stage)
+        sets = {name: getattr(self, name) for name in ("train_set", "val_set")}
+        captions = {name: find_captions(self.root, ds.files, self.caption_template) for name, ds in sets.items()}
+        lacking = sorted({f for name, ds in sets.items() for f, c in zip(ds.files, captions[name]) if not c})
+        if self.require_captions and lacking:
+            raise InputError(f"SEED stage 1 (contrastive) needs a caption per image, but {len(lacking)} images under "
+                             f"{self.root} have none (e.g. {lacking[0]}): put images in class subfolders "
+                             f"({self.root}/<class name>/...) or give {self.root}/captions.json mapping relative "
+                             "paths to captions")
+        for name, ds in sets.items():
+            setattr(self, name, CaptionedImages(ds.files, captions[name], self.image_size, train=ds.train))
 
 
 __all__ = ["CaptionedImageDataModule", "MiniLMTextEncoder", "SEEDModule", "contrastive_loss", "find_captions",

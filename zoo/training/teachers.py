@@ -181,9 +181,10 @@ class HFTextTeacher:
         words. ``pad_to`` pads (or truncates) the token sequence to that length with the pad token,
         as DM-Codec pads its transcript to the number of frames."""
         words = text.split()
+        limit = min(self.max_tokens, int(getattr(self.model.config, "max_position_embeddings", self.max_tokens)))
+        length = min(pad_to, limit) if pad_to else limit  # frames past the model's positions stay unpaired
         enc = self.tokenizer(words, is_split_into_words=True, return_tensors="pt", truncation=True,
-                             max_length=pad_to or self.max_tokens,
-                             padding="max_length" if pad_to else False)
+                             max_length=length, padding="max_length" if pad_to else False)
         out = self.model(input_ids=enc["input_ids"])
         feats = _average_layers(out.hidden_states, self.layer)[0].float()
         token_words = [-1 if w is None else int(w) for w in enc.word_ids(0)]
