@@ -93,9 +93,10 @@ class FrameCodec(nn.Module):
         frames = wav.shape[-1] // hop
         x = wav[:, 0, : frames * hop].reshape(wav.shape[0], frames, hop)
         picks = x.reshape(x.shape[0], frames, levels, hop // levels).mean(-1)  # box-filtered samples
-        return ((picks.clamp(-1, 1) + 1) / 2 * 255).round().long()  # (B, T_frames, L)
+        return ((picks.clamp(-1, 1) + 1) / 2 * 255).round().long().transpose(1, 2)  # (B, L, T_frames)
 
     def decode(self, ids):
+        ids = ids.transpose(1, 2)  # (B, L, T_frames) -> (B, T_frames, L)
         b, frames, levels = ids.shape
         x = ids.float() / 255 * 2 - 1
         hop = self.sample_rate // int(self.frame_rate)

@@ -90,7 +90,7 @@ def run_audio_eval(model: torch.nn.Module, data_dir: Path, *, out: Path, bandwid
                 data.skip(path, f"{type(e).__name__}: {e}")
                 continue
             data.ok(path, raw)
-            x = wav.to(device)[None, None]  # (1, 1, T)
+            x = wav.to(device)[None, None].expand(1, int(getattr(model, "channels", 1)), -1)  # (1, C, T), mono copies
             if recognizer is not None:
                 hyp0 = recognizer.transcribe(wav.cpu(), sr)
                 transcript = path.with_suffix(".txt")
@@ -107,19 +107,19 @@ def run_audio_eval(model: torch.nn.Module, data_dir: Path, *, out: Path, bandwid
                 ids = model.encode(x) if b is None else model.encode(x, bandwidth=b)
                 if ids.ndim != 3 or ids.shape[0] != 1:
                     raise InputError(f"{type(model).__name__}.encode returned ids of shape {tuple(ids.shape)}, "
-                                     "expected (1, T_frames, L)")
+                                     "expected (1, L, T_frames) (the AudioTokenizer contract)")
                 rec = model.decode(ids)
-                if rec.ndim != 3 or rec.shape[:2] != (1, 1):
-                    raise InputError(f"decode returned audio of shape {tuple(rec.shape)}, expected (1, 1, T)")
-                ref, est = match_length(wav.cpu(), rec[0, 0].float().cpu())
+                if rec.ndim != 3 or rec.shape[0] != 1:
+                    raise InputError(f"decode returned audio of shape {tuple(rec.shape)}, expected (1, C, T)")
+                ref, est = match_length(wav.cpu(), rec[0].float().mean(0).cpu())
                 m = per_bw[b]
                 m["mel"].append(mel_distance(ref, est, sr))
                 m["sisdr"].append(si_sdr(ref, est))
                 m["stoi"].append(stoi(ref, est, sr))
                 m["pesq"].append(pesq(ref, est, sr))
-                m["levels"].append(int(ids.shape[2]))
+                m["levels"].append(int(ids.shape[1]))
                 m["seconds"].append(ref.numel() / sr)
-                usage[b].update(ids.cpu())
+                usage[b].update(ids.transpose(1, 2).cpu())  # CodeUsage takes (B, N, L)
                 if recognizer is not None:
                     m["hyp"].append(recognizer.transcribe(est, sr))
                 if len(spectro) <= len(bws) and data.evaluated == 1:
@@ -135,6 +135,8 @@ def run_audio_eval(model: torch.nn.Module, data_dir: Path, *, out: Path, bandwid
                                "num_levels": levels, "mel_distance": mean_of(m["mel"]), "si_sdr": mean_of(m["sisdr"]),
                                "stoi": mean_of(m["stoi"]), "pesq": mean_of(m["pesq"]), "wer": None, "cer": None,
                                "codebook_usage": usage[b].usage(), "perplexity": usage[b].perplexity(),
+                               "codebook_usage_per_level": [round(float((c > 0).double().mean()), 4)
+                                                            for c in usage[b].counts],
                                "num_files": len(m["mel"]), "seconds": round(float(np.sum(m["seconds"])), 2)}
         if any(np.isnan(v) for v in m["pesq"]):
             notes.append(f"PESQ found no speech in {sum(np.isnan(v) for v in m['pesq'])} file(s) at {b} kbps: "

@@ -20,10 +20,10 @@ import torch
 from torch import nn
 
 from zoo.audio import check_waveform, resample as resample_audio
-from zoo.errors import InputError
+from zoo.errors import CheckpointError, InputError
 from zoo.quantize import QuantizerAux
 from zoo.tokens import vocab as _vocab
-from zoo.validation import check_ids, check_images
+from zoo.validation import check_ids, check_images, value_check_mode
 
 
 @contextlib.contextmanager
@@ -149,8 +149,7 @@ class ImageTokenizer(Tokenizer):
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """images: (B, 3, H, W) float in [0, 1] -> ids (B, num_tokens) int64 in [0, vocab_size)."""
-        check_images(images, self.input_size)
-        latents = self.encode_latents(images)
+        latents = self.check_model_output(self.encode_latents(self.prepare_images(images)), "latents")
         with _frozen(self.quantizer):  # encoding never updates codebooks (EMA, dead-code restarts)
             return self.quantizer(latents).ids
 
@@ -159,11 +158,33 @@ class ImageTokenizer(Tokenizer):
         """ids: (B, N) int in [0, vocab_size) -> images (B, 3, H, W) float in [0, 1]."""
         check_ids(ids, self.vocab_size, self.token_lengths())
         ids = ids.to(device=self._device(), dtype=torch.long)
-        return self.decode_latents(self.quantizer.ids_to_vectors(ids)).clamp(0.0, 1.0)
+        images = self.decode_latents(self.quantizer.ids_to_vectors(ids))
+        return self.check_model_output(images, "images").clamp(0.0, 1.0)
+
+    def prepare_images(self, images: torch.Tensor) -> torch.Tensor:
+        """Check ``images`` (:func:`zoo.validation.check_images`) and move them to the model's device
+        and float dtype: float64/float16/bfloat16 images are converted, not refused."""
+        check_images(images, self.input_size)
+        p = next(self.parameters())
+        return images.to(device=p.device, dtype=p.dtype if p.is_floating_point() else images.dtype)
+
+    def check_model_output(self, x: torch.Tensor, what: str) -> torch.Tensor:
+        """NaN/Inf in what the model computed from checked (finite) input means broken weights: say
+        so (a :class:`CheckpointError` naming the non-finite tensors) instead of blaming the input.
+        A value check, so on CPU tensors only (see :func:`zoo.validation.value_check_mode`)."""
+        if value_check_mode(x) == "sync" and not bool(torch.isfinite(x).all()):
+            bad = [n for n, t in self.state_dict().items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+            if bad:
+                raise CheckpointError(f"{self.name}: {len(bad)} weight tensor(s) hold NaN or Inf (e.g. {bad[:3]}); the "
+                                      f"{what} computed from finite input are not finite. Reload the checkpoint, or "
+                                      "resume training from an earlier one")
+            raise InputError(f"{self.name}: the {what} computed from finite input overflowed to NaN or Inf "
+                             f"(dtype {x.dtype}); run the model in float32")
+        return x
 
     def forward(self, images: torch.Tensor) -> TokenizerOutput:
         """images: (B, 3, H, W) in [0, 1] -> reconstruction (unclamped), ids and quantizer losses."""
-        check_images(images, self.input_size)
+        images = self.prepare_images(images)
         quantized, ids, aux = self.quantizer(self.encode_latents(images))
         return TokenizerOutput(self.decode_latents(quantized), ids, aux)
 
