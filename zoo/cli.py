@@ -42,6 +42,9 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
     from zoo.audio_cli import cmd_tokenize_audio, is_audio_input
     if is_audio_input(args.images):  # audio files: ids (levels, frames) per file
         return cmd_tokenize_audio(args, load_model)
+    from zoo.audio_cli import cmd_tokenize_audio, is_audio_input
+    if is_audio_input(args.images):  # audio files: ids (levels, frames) per file
+        return cmd_tokenize_audio(args, load_model)
     import numpy as np
     import torch
 
@@ -76,6 +79,9 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     from zoo.audio_cli import cmd_reconstruct_audio, is_audio_input
     if is_audio_input([args.image]):
         return cmd_reconstruct_audio(args, load_model)
+    from zoo.audio_cli import cmd_reconstruct_audio, is_audio_input
+    if is_audio_input([args.image]):
+        return cmd_reconstruct_audio(args, load_model)
     from zoo.data import load_image, save_image
 
     model = load_model(args.model, revision=args.revision, random_init=args.random_init, device=args.device)
@@ -96,15 +102,17 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from zoo import hub
-    from zoo.convert import convert_checkpoint, source_note
-    from zoo.model_card import render_model_card
+    from zoo.convert import convert_to_folder
 
-    model = convert_checkpoint(args.source, args.path, args.model)
-    card = render_model_card(model).rstrip("\n") + "\n\n" + source_note(args.source, args.path)
-    hub.save_pretrained(model, args.output, card=card)
+    model = convert_to_folder(args.source, args.path, args.model, args.output)
     print(f"wrote {args.output} ({model.name} from {args.source} {args.path})", file=sys.stderr)
     return 0
+
+
+def audio_options(s: argparse.ArgumentParser) -> None:
+    """--bandwidth / --num-levels of audio codecs (tokenize and reconstruct)."""
+    s.add_argument("--bandwidth", type=float, default=None, help="audio: kbps; keeps the residual levels that fit")
+    s.add_argument("--num-levels", type=int, default=None, help="audio: number of residual levels to keep")
 
 
 def audio_options(s: argparse.ArgumentParser) -> None:
@@ -135,12 +143,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=int, default=32, help="images encoded at once")
     s.set_defaults(func=cmd_tokenize)
     audio_options(s)
+    audio_options(s)
 
     s = sub.add_parser("reconstruct", help="tokenize an image and decode it back")
     s.add_argument("image", type=Path)
     model_args(s)
     s.add_argument("-o", "--output", required=True, type=Path, help="output image (.png or .jpg)")
     s.set_defaults(func=cmd_reconstruct)
+    audio_options(s)
     audio_options(s)
 
     s = sub.add_parser("train", help="train a tokenizer from a YAML recipe")

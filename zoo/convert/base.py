@@ -17,6 +17,7 @@ from torch import nn
 import zoo.models  # noqa: F401  (the families register their variants)
 from zoo import hub
 from zoo.errors import CheckpointError, ConfigError
+from zoo.model_card import render_model_card
 from zoo.registry import create, get_entry
 
 StateDict = dict[str, torch.Tensor]
@@ -133,9 +134,19 @@ def load_official(name: str, directory: str | Path, *, map_location: str | torch
     return convert_checkpoint(source, directory, name, map_location=map_location)
 
 
-def source_note(source: str, path: str | Path) -> str:
-    """Markdown paragraph for the model card of a converted checkpoint."""
+def source_note(source: str, file: str | Path) -> str:
+    """Markdown section of the model card of a checkpoint converted from ``file``."""
     conv = get_converter(source)
     what = f" ({conv.description})" if conv.description else ""
-    return (f"## Source\n\nConverted from the `{source}` checkpoint{what} `{Path(path).name}` with "
-            f"`zoo convert --from {source}`; the weights are the official ones, mapped key by key.\n")
+    return (f"## Source\n\nConverted from the `{source}` checkpoint{what} `{Path(file).name}` with "
+            f"`zoo convert --from {source}`: the official weights, mapped key by key.\n")
+
+
+def convert_to_folder(source: str, path: str | Path, model: str | nn.Module, out: str | Path) -> nn.Module:
+    """``zoo convert``: convert the official checkpoint at ``path`` into ``model`` and write a
+    ``save_pretrained`` folder at ``out`` whose model card names the source; returns the model."""
+    file = find_weights(path, get_converter(source).weight_files)
+    model = convert_checkpoint(source, file, model)
+    card = render_model_card(model).rstrip("\n") + "\n\n" + source_note(source, file)
+    hub.save_pretrained(model, out, card=card)
+    return model
