@@ -42,9 +42,6 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
     from zoo.audio_cli import cmd_tokenize_audio, is_audio_input
     if is_audio_input(args.images):  # audio files: ids (levels, frames) per file
         return cmd_tokenize_audio(args, load_model)
-    from zoo.audio_cli import cmd_tokenize_audio, is_audio_input
-    if is_audio_input(args.images):  # audio files: ids (levels, frames) per file
-        return cmd_tokenize_audio(args, load_model)
     import numpy as np
     import torch
 
@@ -76,9 +73,6 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
-    from zoo.audio_cli import cmd_reconstruct_audio, is_audio_input
-    if is_audio_input([args.image]):
-        return cmd_reconstruct_audio(args, load_model)
     from zoo.audio_cli import cmd_reconstruct_audio, is_audio_input
     if is_audio_input([args.image]):
         return cmd_reconstruct_audio(args, load_model)
@@ -115,12 +109,6 @@ def audio_options(s: argparse.ArgumentParser) -> None:
     s.add_argument("--num-levels", type=int, default=None, help="audio: number of residual levels to keep")
 
 
-def audio_options(s: argparse.ArgumentParser) -> None:
-    """--bandwidth / --num-levels of audio codecs (tokenize and reconstruct)."""
-    s.add_argument("--bandwidth", type=float, default=None, help="audio: kbps; keeps the residual levels that fit")
-    s.add_argument("--num-levels", type=int, default=None, help="audio: number of residual levels to keep")
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="zoo", description="The tokenizer zoo: images and audio to token ids and back.")
     p.add_argument("-v", "--verbose", action="store_true", help="show debug logs and full tracebacks")
@@ -143,14 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=int, default=32, help="images encoded at once")
     s.set_defaults(func=cmd_tokenize)
     audio_options(s)
-    audio_options(s)
 
     s = sub.add_parser("reconstruct", help="tokenize an image and decode it back")
     s.add_argument("image", type=Path)
     model_args(s)
     s.add_argument("-o", "--output", required=True, type=Path, help="output image (.png or .jpg)")
     s.set_defaults(func=cmd_reconstruct)
-    audio_options(s)
     audio_options(s)
 
     s = sub.add_parser("train", help="train a tokenizer from a YAML recipe")
