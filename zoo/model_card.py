@@ -46,7 +46,9 @@ def render_model_card(model: Any, *, repo_id: str | None = None, metrics: dict[s
         lines += [f"`zoo.from_pretrained(\"{model.name}\")` downloads the official checkpoint "
                   f"[{meta['official_repo']}](https://huggingface.co/{meta['official_repo']}) and converts it to the "
                   "zoo's layout on load.", ""]
-    if hasattr(model, "pixel_decoder"):
+    if getattr(model, "card_note", None):  # a family's own paragraph (e.g. what its parameter count covers)
+        lines += [model.card_note, ""]
+    elif hasattr(model, "pixel_decoder"):
         lines += ["Two-stage design: the parameter count includes the 30.5M-parameter MaskGIT-VQGAN pixel decoder "
                   "and its 1024x256 codebook.", ""]
     lines += ["## Facts", "", "| | |", "|---|---|",

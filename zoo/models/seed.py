@@ -246,6 +246,16 @@ class SEED(ImageTokenizer):
                   "generation": self.generation_embedding(feats)}
         return TokenizerOutput(recon, ids, aux, extras)
 
+    @property
+    def card_note(self) -> str:
+        """Model-card paragraph: what the parameter count covers."""
+        p = self.part_parameters()
+        return (f"Parameters by part: backbone {p['backbone']:,} (incl. ln_vision), causal Q-Former {p['qformer']:,}, "
+                f"tokenizer (encode_task_layer + codebook) {p['tokenizer']:,}, de-tokenizer {p['detokenizer']:,}, "
+                f"pixel decoder (ours, stage 3) {p['pixel_decoder']:,}. Official counts cover everything but the "
+                "backbone and the pixel decoder. `decode_embedding(ids)` gives the generation embedding "
+                "(unCLIP image embedding for official weights).")
+
     def part_parameters(self) -> dict[str, int]:
         """Parameter counts per part (backbone, qformer, tokenizer, detokenizer, pixel_decoder)."""
         parts = {"backbone": ("visual_encoder", "ln_vision"), "qformer": ("qformer", "query_tokens"),
