@@ -195,6 +195,7 @@ def run_case(case: Case, device: str, reps: int) -> dict:
     x = torch.randn(1, case.n, case.d, device=device).to(dt if case.quantizer.startswith("vq") else torch.float32)
     rec: dict = dict(quantizer=case.quantizer, N=case.n, K=case.k, D=case.d, dtype=case.dtype,
                      levels=case.levels, device=device_name(device),
+                     rerank=int(os.environ.get("ZOO_QUANTIZE_RERANK", "0") or 0),
                      backend=resolve_backend("auto", torch.device(device)), threads=torch.get_num_threads())
 
     out = ours(x)
@@ -268,7 +269,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reps", type=int, default=5, help="timed repetitions (min is reported)")
     ap.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
     ap.add_argument("--no-table", action="store_true", help="do not print the Markdown table to stderr")
+    ap.add_argument("--rerank", type=int, default=None, metavar="C",
+                    help="fp32 VQ lookups: bf16 candidate search + exact re-rank of C codes (sets ZOO_QUANTIZE_RERANK)")
     args = ap.parse_args(argv)
+    if args.rerank is not None:
+        os.environ["ZOO_QUANTIZE_RERANK"] = str(args.rerank)
     if args.device == "cpu":
         torch.set_num_threads(args.threads)
         _fixed_mmap_threshold()

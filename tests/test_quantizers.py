@@ -384,3 +384,17 @@ def test_bench_script_prints_json_lines_and_table():
         assert r["ids_equal"] and r["speedup"] >= 0 and r["ours_ms"] > 0 and r["library_ms"] > 0
     assert {"vs_matmul", "lookup_peak_mib", "naive_peak_mib", "mem_vs_naive"} <= set(rows[0])
     assert "| quantizer |" in proc.stderr
+
+
+def test_bench_models_script_prints_json_lines(capsys):
+    import runpy
+    script = Path(__file__).resolve().parents[1] / "scripts" / "bench_models.py"
+    main = runpy.run_path(str(script))["main"]  # in-process: no second torch import
+    code = main(["--models", "titok_nano_32", "--batch", "2", "--reps", "1", "--warmup", "0", "--device", "cpu",
+                 "--threads", str(torch.get_num_threads()), "--dtypes", "float32", "bfloat16"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    rows = [json.loads(line) for line in out.splitlines() if line.strip()]
+    assert [(r["model"], r["dtype"]) for r in rows] == [("titok_nano_32", "float32"), ("titok_nano_32", "bfloat16")]
+    assert all(r["encode_images_per_s"] > 0 and r["decode_images_per_s"] > 0 and r["num_tokens"] == 32 for r in rows)
+    assert "encode_vs_fp32" in rows[1] and "| model |" in err
