@@ -96,18 +96,33 @@ class LatentTokenDecoder(nn.Module):
                                      nn.Conv2d(2 * width, proxy_codes, kernel_size=1))
             self.conv_out = nn.Identity()
 
-    def forward(self, latents: torch.Tensor) -> torch.Tensor:
-        """latents: (B, n, in_dim), n <= num_latent (a prefix of the token sequence)."""
+    def forward(self, latents: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """latents: (B, n, in_dim), n <= num_latent (a prefix of the token sequence).
+
+        lengths: optional (B,) int, 1 <= lengths[b] <= n: sample b reads only its first lengths[b]
+        latents (the tail is masked out as attention keys), which equals decoding
+        ``latents[b:b+1, :lengths[b]]`` alone, so one batch can mix prefix lengths.
+        """
         b, n, _ = latents.shape
         x = self.decoder_embed(latents) + self.latent_token_positional_embedding[:n]
         masks = repeat(self.mask_token, "1 1 d -> b g d", b=b, g=self.grid ** 2)
         cls = repeat(self.class_embedding, "1 d -> b 1 d", b=b)
         masks = torch.cat([cls, masks], dim=1) + self.positional_embedding
         x = self.ln_pre(torch.cat([masks, x], dim=1))
-        x = self.transformer(x)
+        x = self.transformer(x, None if lengths is None else self.tail_mask(lengths, n))
         x = self.ln_post(x[:, 1:1 + self.grid ** 2])
         x = rearrange(x, "b (h w) d -> b d h w", h=self.grid, w=self.grid)
         x = self.ffn(x)
         if self.head == "pixel":
             x = unpatchify(x, self.patch_size)
         return self.conv_out(x)
+
+    def tail_mask(self, lengths: torch.Tensor, n: int) -> torch.Tensor:
+        """(B,) prefix lengths -> (B * heads, L, L) bool attention mask, True where a key is a dropped
+        latent (position >= lengths[b] among the n latents); L = 1 + grid² + n."""
+        prefix = 1 + self.grid ** 2
+        positions = torch.arange(prefix + n, device=lengths.device)
+        dropped = positions[None, :] >= prefix + lengths.to(torch.long)[:, None]  # (B, L)
+        heads = self.transformer[0].attn.num_heads
+        size = prefix + n
+        return repeat(dropped, "b k -> (b h) q k", h=heads, q=size)

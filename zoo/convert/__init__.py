@@ -24,6 +24,7 @@ from zoo.convert.base import (Converter, convert_checkpoint, convert_to_folder, 
 
 # One line per family: importing the module registers its converter.
 from zoo.convert.titok import convert_titok_state_dict  # official-titok
+from zoo.convert.one_d_piece import convert_one_d_piece_state_dict  # official-one-d-piece
 from zoo.convert.seed import convert_seed_state_dict  # noqa: E402  official-seed
 from zoo.convert.encodec import convert_encodec_state_dict  # official-encodec
 from zoo.convert.dac import convert_dac_state_dict  # official-dac
