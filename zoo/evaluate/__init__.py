@@ -23,8 +23,8 @@ import torch
 from zoo.errors import InputError
 from zoo.evaluate.audio import read_audio, run_audio_eval
 from zoo.evaluate.common import (AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, RESIZE_MODES, DataLog, codebook_of, finite,
-                                 iter_image_batches, list_files, mean_of, model_info, prepare_image, token_lengths,
-                                 versions)
+                                 iter_image_batches, list_files, mean_of, model_info, portable, portable_path,
+                                 prepare_image, token_lengths, versions)
 from zoo.evaluate.image import encode_at, run_image_eval
 from zoo.factory import load_model
 from zoo.io import atomic_write_text
@@ -83,6 +83,7 @@ def evaluate(model: torch.nn.Module, data_dir: str | Path, *, num_tokens: list[i
     result["data"]["preprocess"] = settings.get("preprocess")
     md_path = out.with_suffix(".md")
     files = {"json": out.name, "markdown": md_path.name, **files}
+    result = portable(result)  # no absolute paths of this machine in the results
     result["files"] = files
     atomic_write_text(md_path, run_markdown(result))
     atomic_write_text(out, json.dumps(result, indent=2, allow_nan=True) + "\n")

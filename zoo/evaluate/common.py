@@ -9,7 +9,9 @@ import hashlib
 import io
 import logging
 import math
+import os
 import platform
+import re
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator
@@ -71,8 +73,74 @@ class DataLog:
             raise InputError(f"none of the {self.num_files} {kind} files under {self.root} could be read ({first})")
 
     def summary(self) -> dict[str, Any]:
-        return {"dir": str(self.root), "hash": "sha256:" + self.hash.hexdigest(), "num_files": self.num_files,
+        return {"dir": portable_path(self.root), "hash": "sha256:" + self.hash.hexdigest(), "num_files": self.num_files,
                 "num_evaluated": self.evaluated, "num_skipped": len(self.skipped), "skipped": self.skipped[:50]}
+
+
+# ---------------------------------------------------------------------------------------------
+# Portable paths: results name files so that runs on other machines compare cleanly
+# ---------------------------------------------------------------------------------------------
+REPO_ROOT = Path(__file__).resolve().parents[2]
+_ABSOLUTE = re.compile(r"(?<![\w:/.~-])(/[^\s()'\"`,;]+)")
+_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def file_digest(path: Path) -> str:
+    """``sha256:`` + the first 12 hex digits of the file's SHA-256 (cached per path, size and mtime)."""
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _HASHES:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        _HASHES[key] = "sha256:" + h.hexdigest()[:12]
+    return _HASHES[key]
+
+
+def portable_path(path: str | Path, *, root: Path = REPO_ROOT) -> str:
+    """A path that means the same on any machine: after ``site-packages/`` for an installed
+    package's file; else relative to the repository when inside it; else ``~/...`` under the home
+    folder; else the bare name. Existing files outside the repository also get their content hash
+    (``default_1.pt (sha256:0123456789ab)``) so that two runs name the same weights alike."""
+    p = Path(os.path.abspath(Path(path).expanduser()))
+    posix = p.as_posix()
+    if "/site-packages/" in posix:  # an installed package's file (even in a venv inside the repository)
+        name = posix.split("/site-packages/", 1)[1]
+    else:
+        try:
+            return p.relative_to(root).as_posix() or "."
+        except ValueError:
+            pass
+        home = Path.home()
+        try:
+            name = "~/" + p.relative_to(home).as_posix()
+        except ValueError:
+            name = p.name or posix
+    if p.is_file():
+        return f"{name} ({file_digest(p)})"
+    return name
+
+
+def portable_text(text: str, *, root: Path = REPO_ROOT) -> str:
+    """``text`` with every absolute path in it made :func:`portable_path`."""
+    def swap(m: re.Match) -> str:
+        path = m.group(1)
+        tail = path[len(path.rstrip(".:")):]  # a sentence's full stop is not part of the path
+        return portable_path(path[: len(path) - len(tail)], root=root) + tail
+
+    return _ABSOLUTE.sub(swap, text)
+
+
+def portable(value: Any, *, root: Path = REPO_ROOT) -> Any:
+    """:func:`portable_text` on every string inside a JSON-like value."""
+    if isinstance(value, str):
+        return portable_text(value, root=root)
+    if isinstance(value, dict):
+        return {k: portable(v, root=root) for k, v in value.items()}
+    if isinstance(value, list):
+        return [portable(v, root=root) for v in value]
+    return value
 
 
 def prepare_image(image: Image.Image, size: int, mode: str) -> torch.Tensor:
