@@ -71,6 +71,24 @@ def test_official_ids_and_images(layout, tmp_path):
     assert (model.decode(io["ids"]) - io["decoded"].clamp(0, 1)).abs().max() <= 1e-4
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_official_ids_and_images_on_gpu(layout, tmp_path):
+    """The same on a GPU, with TF32 off (TF32 matmuls alone move the decode by ~1e-2)."""
+    io = {k: v.cuda() for k, v in load_file(str(FIXTURES / f"{layout}.io.safetensors")).items()}
+    write_official(layout, tmp_path)
+    model = convert_checkpoint("official-titok", tmp_path, zoo_model(layout), map_location="cuda")
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        assert torch.equal(model.encode(io["images"]), io["ids"])
+        with torch.no_grad():
+            decoded = model.decode_latents(model.quantizer.ids_to_vectors(io["ids"]))
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
+    assert (decoded - io["decoded"]).abs().max() <= 1e-4
+
+
 def test_the_other_layout_would_change_the_ids(tmp_path):
     """The fixture tells the layouts apart: the legacy weights in a fixed-layout encoder give other ids."""
     io = load_file(str(FIXTURES / "legacy_two_stage.io.safetensors"))
