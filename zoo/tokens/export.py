@@ -264,9 +264,11 @@ class ShardWriter(L.Callback):
         self.plan, self.vocab_size = plan, vocab_size
         self.pending: dict[int, dict[int, tuple]] = {}
         self.written: list[int] = []
+        self.layout: str | None = None
 
     def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         plan = self.plan
+        self.layout = getattr(pl_module, "layout", None)
         for pos, tok, sha, err in zip(outputs["pos"], outputs["tokens"], outputs["sha256"], outputs["error"]):
             s = pos // plan.shard_size
             got = self.pending.setdefault(s, {})
@@ -282,7 +284,8 @@ class ShardWriter(L.Callback):
             log.warning("skipping %s: %s", f, why)
         items = ShardItems(tokens=[got[p][0] for p in ok], labels=[plan.labels[p] for p in ok], index=ok,
                            files=[plan.rel(p) for p in ok], sha256=[got[p][1] for p in ok], skipped=skipped)
-        write_shard(plan.out / shard_name(s), items, vocab_size=self.vocab_size, run=plan.run(s))
+        write_shard(plan.out / shard_name(s), items, vocab_size=self.vocab_size, run=plan.run(s),
+                    extra={"ids_layout": self.layout} if self.layout else None)
         self.written.append(s)
 
 
@@ -341,20 +344,7 @@ def tokenize_dataset(model: Any, data: str | Path, out: str | Path, *, model_id:
     trainer.strategy.barrier("tokenize-dataset")
     if not trainer.is_global_zero:
         return {}
-    info = tokenizer_info(model, model_id, revision, settings)
-    layout = module.layout or _previous_layout(out)
-    if layout:
-        info["ids_layout"] = layout
-    return build_manifest(out, plan, info, classes, settings)
-
-
-def _previous_layout(out: Path) -> str | None:
-    import json
-
-    try:
-        return json.loads((out / "manifest.json").read_text())["tokenizer"].get("ids_layout")
-    except (OSError, ValueError, KeyError):
-        return None
+    return build_manifest(out, plan, tokenizer_info(model, model_id, revision, settings), classes, settings)
 
 
 def build_manifest(out: Path, plan: ShardPlan, info: dict[str, Any], classes: list[str],
@@ -378,6 +368,8 @@ def build_manifest(out: Path, plan: ShardPlan, info: dict[str, Any], classes: li
         skipped += header["skipped"]
         if len(header["shape"]) == 2:  # residual ids: the levels actually kept (a bandwidth keeps a prefix)
             info.update(num_levels=int(header["shape"][1]), token_shape=[int(header["shape"][1]), None])
+        if header["metadata"].get("ids_layout"):  # how the tokenizer laid out its (B, ., .) ids
+            info["ids_layout"] = header["metadata"]["ids_layout"]
     stray = sorted(p.name for p in out.glob(SHARD_GLOB) if p.name not in {s["name"] for s in shards})
     if stray:
         log.warning("%s holds shards not in this export (left alone, not in the manifest): %s", out, stray[:5])

@@ -64,7 +64,8 @@ class ShardItems:
     skipped: list[tuple[str, str]] | None = None   # (file, reason) of unreadable sources
 
 
-def write_shard(path: str | Path, items: ShardItems, *, vocab_size: int, run: str) -> Path:
+def write_shard(path: str | Path, items: ShardItems, *, vocab_size: int, run: str,
+                extra: dict[str, str] | None = None) -> Path:
     """Write one shard atomically (temporary file + rename): a crash leaves no half-written shard."""
     from safetensors.numpy import save_file
 
@@ -78,7 +79,7 @@ def write_shard(path: str | Path, items: ShardItems, *, vocab_size: int, run: st
               "labels": np.asarray(items.labels, dtype=np.int64).reshape(-1),
               "index": np.asarray(items.index, dtype=np.int64).reshape(-1)}
     meta = {"format": FORMAT, "run": run, "items": json.dumps([list(x) for x in zip(items.files, items.sha256)]),
-            "skipped": json.dumps([list(x) for x in items.skipped or []])}
+            "skipped": json.dumps([list(x) for x in items.skipped or []]), **(extra or {})}
     return atomic_write(path, lambda p: save_file(arrays, str(p), metadata=meta))
 
 
@@ -97,7 +98,7 @@ def read_header(path: str | Path) -> dict[str, Any]:
                 raise ShardError(f"token shard {path} is not a {FORMAT} file (format={meta.get('format')!r}, "
                                  f"tensors {sorted(keys)})")
             out = {"run": meta.get("run"), "items": json.loads(meta.get("items", "[]")),
-                   "skipped": json.loads(meta.get("skipped", "[]")),
+                   "skipped": json.loads(meta.get("skipped", "[]")), "metadata": meta,
                    "lengths": f.get_tensor("lengths"), "labels": f.get_tensor("labels"),
                    "index": f.get_tensor("index"), "shape": f.get_slice("tokens").get_shape()}
     except ShardError:
