@@ -178,3 +178,20 @@ def test_gpu_titok_encode_decode_without_sync(dtype):
         ids2 = model.encode(images)
         recon = model.decode(ids2)
     assert torch.equal(ids, ids2) and recon.shape == images.shape
+
+
+def test_code_usage_counts_on_the_ids_device_and_reports_bad_ids_later():
+    from zoo.metrics.codebook import CodeUsage
+
+    cpu, meta = CodeUsage(8), CodeUsage(8)
+    ids = torch.tensor([[0, 1], [2, 3]])
+    cpu.update(ids)
+    meta.update(ids.to("meta"))  # no host read: the counts stay on the meta device
+    assert meta.counts.device.type == "meta" and cpu.usage() == pytest.approx(0.5)
+    with pytest.raises(InputError, match=r"\[0, 8\)"):  # CPU ids: at once
+        cpu.update(torch.tensor([[8]]))
+    lazy = CodeUsage(8)
+    lazy.counts = torch.zeros(1, 9, dtype=torch.float64)
+    lazy.counts[0, -1] = 2  # as an update of device ids outside the vocabulary leaves it
+    with pytest.raises(InputError, match="2 token id"):
+        lazy.usage()

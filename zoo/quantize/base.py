@@ -53,11 +53,12 @@ class QuantizerOutput(NamedTuple):
     aux: QuantizerAux
 
 
-def code_counts(ids: torch.Tensor, codebook_size: int) -> torch.Tensor:
+def code_counts(ids: torch.Tensor, codebook_size: int, *, keep_invalid: bool = False) -> torch.Tensor:
     """Histogram of ids per level, on the ids' device without a host sync: (B, N) or (B, N, L) -> (L, K) float32.
 
     Ids outside [0, K) are not counted: -1 marks a residual level dropped by quantizer dropout (and
     latents that were not value-checked, e.g. NaN on a GPU, must not crash the statistics).
+    ``keep_invalid``: return (L, K + 1), the last column counting those ids.
     """
     flat = ids.reshape(-1, ids.shape[-1]) if ids.ndim == 3 else ids.reshape(-1, 1)
     levels = flat.shape[1]
@@ -71,7 +72,7 @@ def code_counts(ids: torch.Tensor, codebook_size: int) -> torch.Tensor:
     else:
         counts = torch.zeros(levels * bins, dtype=torch.float32, device=ids.device)
         counts.index_add_(0, flat, torch.ones_like(flat, dtype=torch.float32))
-    return counts.view(levels, bins)[:, :codebook_size]
+    return counts.view(levels, bins)[:, : bins if keep_invalid else codebook_size]
 
 
 class UsageTracker(nn.Module):
