@@ -7,6 +7,8 @@ dependency (``pip install "tokenizer-zoo[flextok]"``), imported only when such a
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
@@ -79,9 +81,11 @@ class SDVAE(nn.Module):
         return (self.vae.decode(latents / self.scaling_factor).sample + 1.0) / 2.0
 
 
+@functools.lru_cache(maxsize=None)
 def sd_vae_parameter_count(latent_channels: int = 16) -> int | None:
     """Parameters of :class:`SDVAE` (83,821,011 at 16 channels), or None without diffusers."""
     try:
-        return sum(p.numel() for p in SDVAE(latent_channels).parameters())
+        with torch.device("meta"):  # count without allocating or initialising
+            return sum(p.numel() for p in SDVAE(latent_channels).parameters())
     except ConfigError:
         return None
