@@ -118,6 +118,12 @@ class SConv1d(nn.Module):
         """Causal streaming: (B, Cin, n * stride) -> (B, Cout, n), exactly the whole-file frames."""
         buf = state.get(self)
         if buf is None:
+            first = state.pop((self, "first"), None)  # reflect padding needs more than padding_total samples
+            if first is not None:
+                x = torch.cat([first, x], dim=-1)
+            if self.pad_mode == "reflect" and x.shape[-1] <= self.padding_total:
+                state[(self, "first")] = x
+                return x.new_zeros(x.shape[0], self.norm_channels, 0)
             x = pad1d(x, self.padding_total, 0, self.pad_mode)
         else:
             x = torch.cat([buf, x], dim=-1)
@@ -316,6 +322,8 @@ class _Stack(nn.Module):
         if not self.config.causal or self.config.norm == "time_group_norm":
             raise ConfigError("streaming needs a causal SEANet without time_group_norm")
         for m in self.model:
+            if x.shape[-1] == 0:  # nothing complete yet (the first chunks fill the convs' left context)
+                return x.new_zeros(x.shape[0], self.out_channels, 0)
             x = _step(m, x, state)
         return x
 
@@ -338,6 +346,7 @@ class SEANetEncoder(_Stack):
             dim = dim * 2 if c.bidirectional else dim
         layers += [make_activation(c.activation, dim), SConv1d(dim, c.dimension, c.last_kernel_size, **conv)]
         self.model = nn.Sequential(*layers)
+        self.out_channels = c.dimension
 
 
 class SEANetDecoder(_Stack):
@@ -362,6 +371,7 @@ class SEANetDecoder(_Stack):
         if c.final_activation == "tanh":
             layers.append(nn.Tanh())
         self.model = nn.Sequential(*layers)
+        self.out_channels = c.channels
 
 
 def as_seanet_config(value: SEANetConfig | dict[str, Any]) -> SEANetConfig:

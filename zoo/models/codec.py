@@ -12,7 +12,8 @@ model serves every bitrate: ``encode(wav, bandwidth=6)`` keeps the levels that f
   learned by gradient (:class:`zoo.quantize.factorized.FactorizedResidualVQ`).
 
 Long files and streaming: causal models (``encoder.causal``) encode and decode chunk by chunk with
-exactly the whole-file result (:meth:`AudioCodec.encoder_stream`, :meth:`AudioCodec.decoder_stream`,
+exactly the whole-file result (with ``pad_to_hop``, or for inputs of a whole number of hops: EnCodec
+completes a partial last frame by reflect padding, the stream by zeros, so that one frame may differ) (:meth:`AudioCodec.encoder_stream`, :meth:`AudioCodec.decoder_stream`,
 :meth:`AudioCodec.encode_long`); non-causal ones use overlapping windows (see :meth:`encode_long`).
 Parameter names follow the official layouts closely (``zoo.convert.encodec`` / ``zoo.convert.dac``).
 """
@@ -202,10 +203,10 @@ class AudioCodec(AudioTokenizer):
         return DecoderStream(self)
 
     def _require_streamable(self) -> None:
-        if not self.causal or self.config.encoder.norm == "time_group_norm" or not self.config.pad_to_hop:
-            raise ConfigError(f"{self.name} cannot stream exactly: streaming needs a causal encoder and decoder, "
-                              "no time_group_norm and pad_to_hop=True (e.g. codec_nano_16khz); use encode_long "
-                              "for overlapping windows instead")
+        if not self.causal or "time_group_norm" in (self.config.encoder.norm, self.config.decoder.norm):
+            raise ConfigError(f"{self.name} cannot stream: streaming needs a causal encoder and decoder without "
+                              "time_group_norm (e.g. codec_nano_16khz, encodec_24khz); use encode_long for "
+                              "overlapping windows instead")
 
     # -- long files ------------------------------------------------------------------------------
     @torch.no_grad()
