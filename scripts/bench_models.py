@@ -25,25 +25,21 @@ import fnmatch
 import json
 import math
 import os
-import platform
 import statistics
 import sys
 import time
 
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+HERE = os.path.dirname(os.path.abspath(__file__))
+for path in (os.path.dirname(HERE), HERE):  # the zoo, and bench_quantize beside this script
+    if path not in sys.path:
+        sys.path.insert(0, path)
 
+from bench_quantize import device_name, sync  # noqa: E402
 from zoo.registry import create, get_entry, list_models  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
 
 
 def time_ms(fn, device: str, reps: int, warmup: int) -> float:
@@ -146,12 +142,6 @@ def bench_model(name: str, args, device: str) -> list[dict]:
             rec["encode_vs_fp32"] = round(ref["encode_ms"] / rec["encode_ms"], 3)
             rec["decode_vs_fp32"] = round(ref["decode_ms"] / rec["decode_ms"], 3)
     return rows
-
-
-def device_name(device: str) -> str:
-    if device == "cuda":
-        return torch.cuda.get_device_name()
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
 def markdown(rows: list[dict]) -> str:
