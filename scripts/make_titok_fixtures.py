@@ -45,19 +45,22 @@ import torch
 from safetensors.torch import save_file
 
 TINY = {"width": 32, "num_layers": 1, "num_heads": 2}
-IMAGE_SIZE, PATCH, NUM_TOKENS, CODEBOOK = 32, 16, 16, 64
+PATCH, NUM_TOKENS, CODEBOOK = 16, 16, 64
 PROXY_CODES, PROXY_DIM, PIXEL_HIDDEN, PIXEL_MULT = 64, 16, 32, (1, 1, 1, 1, 1)
 LAYOUTS = {
     "legacy_two_stage": {"token_size": 12, "use_l2_norm": True, "finetune_decoder": True},
     "fixed_single_stage": {"token_size": 8, "use_l2_norm": False, "finetune_decoder": False, "is_legacy": False},
 }
+# 64 px for the two-stage model: at 32 px its VQGAN decoder starts from 2x2 maps, whose GroupNorm
+# (one channel per group at 32 channels) magnifies float rounding of the proxy logits 100-fold.
+IMAGE_SIZES = {"legacy_two_stage": 64, "fixed_single_stage": 32}
 
 
 def zoo_config(layout: str) -> dict:
     """The zoo TiTokConfig fields of the same model (the pixel decoder's size is set in the test)."""
     v = LAYOUTS[layout]
     two_stage = v["finetune_decoder"]
-    return {"image_size": IMAGE_SIZE, "patch_size": PATCH, "num_tokens": NUM_TOKENS,
+    return {"image_size": IMAGE_SIZES[layout], "patch_size": PATCH, "num_tokens": NUM_TOKENS,
             "encoder_width": TINY["width"], "encoder_depth": TINY["num_layers"], "encoder_heads": TINY["num_heads"],
             "decoder_width": TINY["width"], "decoder_depth": TINY["num_layers"], "decoder_heads": TINY["num_heads"],
             "codebook_size": CODEBOOK, "token_dim": v["token_size"], "use_cosine": v["use_l2_norm"],
@@ -97,7 +100,7 @@ def import_official(root: Path) -> types.ModuleType:
 
     def tiny_decoder(conf):
         return vqgan_decoder(OmegaConf.merge(conf, {"hidden_channels": PIXEL_HIDDEN, "channel_mult": list(PIXEL_MULT),
-                                                     "z_channels": PROXY_DIM, "resolution": IMAGE_SIZE}))
+                                                     "z_channels": PROXY_DIM}))
 
     def tiny_quantizer(num_embeddings, embedding_dim, commitment_cost):
         return vqgan_quantizer(num_embeddings=PROXY_CODES, embedding_dim=PROXY_DIM, commitment_cost=commitment_cost)
@@ -112,14 +115,20 @@ def official_config(layout: str) -> dict:
         "codebook_size": CODEBOOK, "commitment_cost": 0.25, "vit_enc_model_size": "tiny",
         "vit_dec_model_size": "tiny", "vit_enc_patch_size": PATCH, "vit_dec_patch_size": PATCH,
         "num_latent_tokens": NUM_TOKENS, **v}},
-        "dataset": {"preprocessing": {"crop_size": IMAGE_SIZE}}}
+        "dataset": {"preprocessing": {"crop_size": IMAGE_SIZES[layout]}}}
 
 
-def test_images() -> torch.Tensor:
-    """Two unlike 32x32 images: a dark noisy one and a bright one with a gradient."""
-    noise = torch.rand(2, 3, IMAGE_SIZE, IMAGE_SIZE, generator=torch.Generator().manual_seed(1))
-    ramp = torch.linspace(0, 1, IMAGE_SIZE)
-    return torch.stack([0.4 * noise[0], 0.5 + 0.25 * noise[1] + 0.25 * ramp[None, None, :] * ramp[:, None]])
+def test_images(size: int) -> torch.Tensor:
+    """Two unlike 8-bit images (2, 3, size, size) uint8: a dark noisy one and a bright one with a gradient."""
+    noise = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(1))
+    ramp = torch.linspace(0, 1, size)
+    images = torch.stack([0.4 * noise[0], 0.5 + 0.25 * noise[1] + 0.25 * ramp[None, None, :] * ramp[:, None]])
+    return torch.round(images * 255).to(torch.uint8)
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 -> float in [0, 1], as the tests compute it."""
+    return images.float() / 255
 
 
 def quantize(t: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -136,7 +145,8 @@ def dequantize(q: torch.Tensor, e: int) -> torch.Tensor:
 def make(titok: types.ModuleType, layout: str, out: Path) -> None:
     torch.manual_seed(0)
     model = titok.TiTok(official_config(layout)).eval()
-    images = test_images()
+    images_uint8 = test_images(IMAGE_SIZES[layout])
+    images = to_float(images_uint8)
     with torch.no_grad():
         # the official init (std 0.02) makes every image encode alike: redraw the matrices with
         # unit-variance outputs (norms keep their init) so that ids differ between images and tokens
@@ -160,7 +170,7 @@ def make(titok: types.ModuleType, layout: str, out: Path) -> None:
     state = {k: v.contiguous() for k, v in stored.items()}
     save_file(state, str(out / f"{layout}.official.safetensors"),
               metadata={"source": "bytedance/1d-tokenizer", "scale_exponents": json.dumps(exponents)})
-    save_file({"images": images, "ids": ids, "decoded": decoded}, str(out / f"{layout}.io.safetensors"))
+    save_file({"images_uint8": images_uint8, "ids": ids, "decoded": decoded}, str(out / f"{layout}.io.safetensors"))
     (out / f"{layout}.json").write_text(json.dumps({
         "zoo_config": zoo_config(layout), "official_vq_model": official_config(layout)["model"]["vq_model"],
         "pixel_decoder": {"z_channels": PROXY_DIM, "hidden": PIXEL_HIDDEN, "channel_mult": list(PIXEL_MULT)}

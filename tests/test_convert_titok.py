@@ -48,6 +48,13 @@ def zoo_model(layout: str, **changes) -> TiTok:
     return model
 
 
+def load_io(layout: str) -> dict[str, torch.Tensor]:
+    """Input images (float = uint8 / 255, as the official run had them), official ids and decode."""
+    io = load_file(str(FIXTURES / f"{layout}.io.safetensors"))
+    io["images"] = io.pop("images_uint8").float() / 255
+    return io
+
+
 def write_official(layout: str, folder: Path, name: str = "model.safetensors") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     state = official_state(layout)
@@ -60,7 +67,7 @@ def write_official(layout: str, folder: Path, name: str = "model.safetensors") -
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_official_ids_and_images(layout, tmp_path):
-    io = load_file(str(FIXTURES / f"{layout}.io.safetensors"))
+    io = load_io(layout)
     write_official(layout, tmp_path)
     model = convert_checkpoint("official-titok", tmp_path, zoo_model(layout))
     ids = model.encode(io["images"])
@@ -75,7 +82,7 @@ def test_official_ids_and_images(layout, tmp_path):
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_official_ids_and_images_on_gpu(layout, tmp_path):
     """The same on a GPU, with TF32 off (TF32 matmuls alone move the decode by ~1e-2)."""
-    io = {k: v.cuda() for k, v in load_file(str(FIXTURES / f"{layout}.io.safetensors")).items()}
+    io = {k: v.cuda() for k, v in load_io(layout).items()}
     write_official(layout, tmp_path)
     model = convert_checkpoint("official-titok", tmp_path, zoo_model(layout), map_location="cuda")
     matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
@@ -91,7 +98,7 @@ def test_official_ids_and_images_on_gpu(layout, tmp_path):
 
 def test_the_other_layout_would_change_the_ids(tmp_path):
     """The fixture tells the layouts apart: the legacy weights in a fixed-layout encoder give other ids."""
-    io = load_file(str(FIXTURES / "legacy_two_stage.io.safetensors"))
+    io = load_io("legacy_two_stage")
     model = zoo_model("legacy_two_stage")
     state = convert_titok_state_dict(official_state("legacy_two_stage"), use_cosine=True)
     model.load_state_dict(state)
