@@ -23,7 +23,6 @@ import argparse
 import contextlib
 import fnmatch
 import json
-import math
 import os
 import statistics
 import sys

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from zoo.errors import CheckpointError, InputError
-from zoo.quantize.checks import LOOKUP_BACKENDS, check_common, check_lookup_backend  # noqa: F401 (re-exported)
+from zoo.quantize.checks import LOOKUP_BACKENDS, check_lookup_backend  # noqa: F401 (re-exported)
 from zoo.validation import check_finite, check_ids
 
 
