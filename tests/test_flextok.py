@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 import zoo
 from zoo.blocks.flow import add_noise, euler_sample, normalized_guidance, predict_x0, velocity_target
 from zoo.blocks.swiglu import prefix_causal_mask
+from zoo.convert import convert_checkpoint
 from zoo.convert.flextok import convert_flextok_state_dict, map_key
 from zoo.errors import CheckpointError, ConfigError, InputError
 from zoo.models.flextok import FlexTok, FlexTokConfig, FlexTokDecoder, FlexTokEncoder, parameter_count, sample_keep_k
@@ -80,8 +81,8 @@ def test_every_official_key_maps_with_its_shape(name):
 def parity_model() -> tuple[FlexTok, dict, dict]:
     cfg = json.loads((FIXTURES / "config.json").read_text())
     model = FlexTok(FlexTokConfig(**cfg["zoo_config"]))
-    model.load_state_dict(convert_flextok_state_dict(load_file(FIXTURES / "official.safetensors"), model))
-    return model.eval(), load_file(FIXTURES / "io.safetensors"), cfg
+    model = convert_checkpoint("official-flextok", FIXTURES / "official.safetensors", model)  # the registry path
+    return model, load_file(FIXTURES / "io.safetensors"), cfg
 
 
 def test_official_parity_ids_and_decoding():

@@ -29,6 +29,7 @@ from zoo.convert.seed import convert_seed_state_dict  # noqa: E402  official-see
 from zoo.convert.encodec import convert_encodec_state_dict  # official-encodec
 from zoo.convert.dac import convert_dac_state_dict  # official-dac
 from zoo.convert.dm_codec import convert_dm_codec_state_dict  # noqa: E402  official-dm-codec
+from zoo.convert.flextok import convert_flextok_state_dict  # noqa: E402  official-flextok
 
 __all__ = ["Converter", "register_converter", "list_converters", "get_converter", "converter_for",
            "find_weights", "read_state_dict", "convert_checkpoint", "convert_to_folder", "load_official", "source_note",

@@ -109,3 +109,9 @@ def config_from_official(config: dict[str, Any]) -> dict[str, Any]:
     if "max_timestep" in te:
         fields["max_timestep"] = float(te["max_timestep"])
     return fields
+
+
+from zoo.convert.base import register_converter  # noqa: E402  (not from zoo.convert: that imports this module)
+
+register_converter("official-flextok", convert_flextok_state_dict, family="flextok",
+                   description="apple/ml-flextok FlexTokFromHub, e.g. EPFL-VILAB/flextok_d18_d28_in1k")

@@ -20,6 +20,7 @@ Official checkpoints convert with :mod:`zoo.convert.flextok`.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -253,8 +254,24 @@ class FlexTok(ImageTokenizer):
         c = config
         self.vae = PixelSpace() if c.vae == "pixel" else SDVAE(c.vae_channels, c.vae_scaling_factor)
         self.encoder = FlexTokEncoder(c)
-        self.regularizer = make_quantizer("fsq", levels=tuple(c.levels))
+        # FSQ has no parameters but reads its constants while being built: on the meta device
+        # (parameter counts, model cards) build it on the CPU
+        with torch.device("cpu") if torch.get_default_device().type == "meta" else contextlib.nullcontext():
+            self.regularizer = make_quantizer("fsq", levels=tuple(c.levels))
         self.decoder = FlexTokDecoder(c)
+
+    @property
+    def card_note(self) -> str:
+        """The model card's paragraph: token range, latent space, decoding."""
+        c = self.config
+        space = ("pixel space (no VAE)" if c.vae == "pixel" else
+                 f"the latent space of a frozen {c.vae_channels}-channel SD-style VAE (diffusers AutoencoderKL, "
+                 f"x8 down, scaling {c.vae_scaling_factor:g}; included in the parameter count; needs diffusers)")
+        return (f"Variable length: `encode(images, num_tokens=k)` keeps the first k of {c.num_registers} ordered "
+                f"tokens (FSQ {list(c.levels)}), and `decode` accepts any prefix. Works in {space}. Decoding is a "
+                f"rectified flow: `decode(ids, steps={c.sample_steps}, guidance=1.0, norm_guidance=False, "
+                "generator=torch.Generator().manual_seed(0))` is reproducible given the generator; the official "
+                "README decodes with 20 steps and norm-guided (APG) guidance 7.5.")
 
     # -- contract ---------------------------------------------------------------------------------
     @property
