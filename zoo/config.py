@@ -181,8 +181,17 @@ def type_hints(cls: type) -> dict[str, Any]:
     if cls not in _HINTS:
         try:
             _HINTS[cls] = typing.get_type_hints(cls, include_extras=True)
-        except Exception:  # an annotation that cannot be resolved: check nothing rather than fail
-            _HINTS[cls] = {}
+        except Exception:  # some annotation does not resolve: resolve field by field, with typing's names
+            import sys
+
+            namespace = {**vars(typing), **vars(sys.modules.get(cls.__module__, typing))}
+            hints = {}
+            for f in dataclasses.fields(cls):
+                try:
+                    hints[f.name] = eval(f.type, namespace) if isinstance(f.type, str) else f.type
+                except Exception:
+                    pass  # unknown here: that field is not checked
+            _HINTS[cls] = hints
     return _HINTS[cls]
 
 

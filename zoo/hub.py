@@ -14,22 +14,29 @@ folder is :mod:`zoo.factory`'s job. :func:`resolve` finds the folder of ``name_o
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from zoo.errors import CheckpointError
-from zoo.io import atomic_write, atomic_write_text
+from zoo.device import resolve_device
+from zoo.io import atomic_dir, atomic_write, atomic_write_text
 from zoo.version import __version__
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 CARD_NAME = "README.md"
+# safetensors metadata keys: the canonical config and the tensors' checksum (verified on load)
+META_CONFIG = "zoo_config"
+META_CHECKSUM = "zoo_checksum"
 
 
 # -- save -------------------------------------------------------------------------------------------
@@ -42,16 +49,56 @@ def model_config_dict(model: Any) -> dict[str, Any]:
 def save_folder(directory: str | Path, state: dict[str, torch.Tensor], config: dict[str, Any], *,
                 card: str | None = None) -> Path:
     """Write ``state`` to ``model.safetensors``, ``config`` to ``config.json`` (and ``card`` to
-    ``README.md``) in ``directory``; each file is written to a temporary name and renamed, so a
-    failed save never leaves a half-written file."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    ``README.md``) in ``directory``.
+
+    The files change together: they are written into a new folder that then replaces ``directory``
+    as a whole (:func:`zoo.io.atomic_dir`; other files already there are kept), so no failure leaves
+    new weights beside an old config. The safetensors metadata holds the config and a checksum of
+    the tensors, which :func:`read_config` and :func:`read_weights` verify.
+    """
+    directory = Path(os.path.abspath(directory))
     state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
-    atomic_write(directory / WEIGHTS_NAME, lambda p: save_file(state, str(p), metadata={"format": "pt"}))
-    atomic_write_text(directory / CONFIG_NAME, json.dumps(config, indent=2) + "\n")
-    if card is not None:
-        atomic_write_text(directory / CARD_NAME, card)
+    metadata = {"format": "pt", META_CONFIG: canonical_config(config), META_CHECKSUM: tensors_checksum(state)}
+
+    def write(folder: Path) -> None:
+        atomic_write(folder / WEIGHTS_NAME, lambda p: save_file(state, str(p), metadata=metadata))
+        atomic_write_text(folder / CONFIG_NAME, json.dumps(config, indent=2) + "\n")
+        if card is not None:
+            atomic_write_text(folder / CARD_NAME, card)
+
+    if Path.cwd() == directory or directory in Path.cwd().parents:  # cannot swap the working folder
+        directory.mkdir(parents=True, exist_ok=True)
+        write(directory)
+    else:
+        with atomic_dir(directory) as folder:
+            write(folder)
     return directory
+
+
+def canonical_config(config: dict[str, Any]) -> str:
+    """The part of ``config.json`` that decides the computation (family and config fields), as
+    canonical JSON: what the safetensors metadata stores and what a loaded config.json must match."""
+    return json.dumps({"family": config.get("family"), "config": config.get("config")}, sort_keys=True)
+
+
+def tensors_checksum(state: dict[str, torch.Tensor]) -> str:
+    """sha256 over every tensor's name, dtype, shape and bytes (in name order): "sha256:<hex>"."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().contiguous().cpu()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy().data)
+    return "sha256:" + h.hexdigest()
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    """The metadata of the safetensors file ``path`` (header only; {} when it has none)."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path} is not a readable safetensors file (corrupt or truncated?): {e}") from None
 
 
 def save_pretrained(model: Any, directory: str | Path, *, card: str | None = None) -> Path:
@@ -85,9 +132,45 @@ def resolve(name_or_path: str | Path, revision: str | None = None, *, cache_dir:
         if (folder / name / CONFIG_NAME).is_file():
             return folder / name
     if looks_like_repo_id(name):
-        return download(name, revision=revision, cache_dir=cache_dir, endpoint=endpoint, token=token,
-                        local_files_only=local_files_only)
+        not_local = f"{name!r} is not a local folder (no {Path(name).absolute()})"
+        unreachable = None if local_files_only else hub_unreachable(endpoint)
+        try:
+            return download(name, revision=revision, cache_dir=cache_dir, endpoint=endpoint, token=token,
+                            local_files_only=local_files_only or unreachable is not None)
+        except CheckpointError as e:
+            why = f" (the Hub cannot be reached: {unreachable})" if unreachable is not None else ""
+            raise CheckpointError(f"{not_local}; as a Hub repo id: {e}{why}") from None
     return None
+
+
+def hub_unreachable(endpoint: str | None = None, timeout: float = 3.0) -> str | None:
+    """None when a TCP connection to the Hub endpoint opens within ``timeout`` seconds (or when it
+    cannot be tested here: a proxy is configured); else why not. Offline mode
+    (``HF_HUB_OFFLINE=1``) counts as unreachable. Saves the client's minute of retries."""
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return "HF_HUB_OFFLINE is set"
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")):
+        return None
+    url = urlparse(endpoint or os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    host, port = url.hostname, url.port or (443 if url.scheme == "https" else 80)
+    if not host:
+        return f"endpoint {url.geturl()!r} names no host"
+    result: list[str | None] = []
+
+    def probe() -> None:  # in a thread: a name lookup ignores socket timeouts (resolvers wait ~25 s)
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                result.append(None)
+        except OSError as e:
+            result.append(f"{host}:{port}: {e.strerror or e}")
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return result[0] if result else f"{host}:{port}: no answer within {timeout:g} s"
 
 
 def looks_like_repo_id(name: str) -> bool:
@@ -128,6 +211,8 @@ def download(repo_id: str, *, revision: str | None = None, cache_dir: str | Path
 
 
 def read_config(directory: Path) -> dict[str, Any]:
+    """``directory/config.json``, checked against the config stored in the weights' metadata when
+    the weights have one (checkpoints saved before it existed load without the check)."""
     cfg_path = directory / CONFIG_NAME
     if not cfg_path.is_file():
         raise CheckpointError(f"{directory} has no {CONFIG_NAME}; expected a folder written by save_pretrained")
@@ -137,17 +222,41 @@ def read_config(directory: Path) -> dict[str, Any]:
         raise CheckpointError(f"{cfg_path} is not valid JSON: {e}") from None
     if not isinstance(cfg, dict) or not {"family", "config"} <= set(cfg):
         raise CheckpointError(f"{cfg_path} is not a zoo config (needs 'family' and 'config' keys)")
+    weights = directory / WEIGHTS_NAME
+    stored = read_metadata(weights).get(META_CONFIG) if weights.is_file() else None
+    if stored is not None and stored != canonical_config(cfg):
+        raise CheckpointError(f"{cfg_path} disagrees with the config stored in {WEIGHTS_NAME} "
+                              f"({_config_diff(json.loads(stored), cfg)}): the folder was edited or mixes two "
+                              "saves. Restore config.json (the weights' own config is in their metadata, key "
+                              f"{META_CONFIG!r}) or save the model again")
     return cfg
 
 
-def read_weights(path: Path, map_location: str = "cpu") -> dict[str, torch.Tensor]:
-    """Load a safetensors file; a missing or corrupt file raises :class:`CheckpointError`."""
+def _config_diff(stored: dict[str, Any], cfg: dict[str, Any]) -> str:
+    a = {"family": stored.get("family"), **(stored.get("config") or {})}
+    b = {"family": cfg.get("family"), **(cfg.get("config") or {})}
+    diff = [f"{k}: config.json {b.get(k, '(missing)')!r}, weights {a.get(k, '(missing)')!r}"
+            for k in sorted(set(a) | set(b)) if a.get(k, "(missing)") != b.get(k, "(missing)")]
+    return "; ".join(diff[:5]) + (f"; and {len(diff) - 5} more" if len(diff) > 5 else "") if diff else "field types differ"
+
+
+def read_weights(path: Path, map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """Load a safetensors file (on the CPU, then onto ``map_location``); a missing, corrupt or
+    truncated file, or one whose tensors do not match the checksum in its metadata (a flipped
+    byte), raises :class:`CheckpointError`; a device that is not available here, InputError."""
+    device = resolve_device(map_location)
     if not path.is_file():
         raise CheckpointError(f"missing weights file {path}")
+    metadata = read_metadata(path)
     try:
-        return load_file(str(path), device=map_location)
+        state = load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{path} is not a readable safetensors file (corrupt or truncated?): {e}") from None
+    expected = metadata.get(META_CHECKSUM)
+    if expected is not None and tensors_checksum(state) != expected:
+        raise CheckpointError(f"{path} is corrupt: its tensors do not match the checksum saved with them "
+                              "(a changed byte on disk or in transfer); download or copy it again")
+    return state if device.type == "cpu" else {k: v.to(device) for k, v in state.items()}
 
 
 def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], *, source: str) -> None:
