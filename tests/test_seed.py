@@ -16,6 +16,7 @@ from zoo.errors import CheckpointError, ConfigError, InputError
 from zoo.registry import create, get_entry, make_config
 
 FIXTURES = Path(__file__).parent / "fixtures" / "seed"
+SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints" / "seed_nano"
 
 
 @pytest.fixture(scope="module")
@@ -283,3 +284,13 @@ def test_llm_vocabulary_round_trip(nano):
     assert llm.shape == (2, 34) and nano.llm_token_count() == nano.vocab_size + 2
     assert int(llm[:, 1:-1].min()) >= 32000 and int(llm[:, 1:-1].max()) < 32000 + nano.vocab_size
     assert torch.equal(nano.from_llm_ids(llm, 32000), ids)
+
+
+@pytest.mark.skipif(not (SHIPPED / "model.safetensors").is_file(), reason="checkpoints/seed_nano not present")
+def test_shipped_checkpoint_encodes_and_decodes():
+    model = zoo.from_pretrained(str(SHIPPED))
+    assert model.name == "seed_nano" and model.num_tokens == 32 and model.input_size == 64
+    x = torch.rand(2, 3, 64, 64)
+    ids = model.encode(x)
+    assert torch.equal(ids, model.encode(x)) and model.decode(ids).shape == x.shape
+    assert torch.isfinite(model.decode_embedding(ids)).all()
