@@ -225,8 +225,8 @@ def unknown_keys(given: typing.Iterable[str], valid: typing.Iterable[str], what:
         return
     hints = []
     for k in unknown:
-        close = difflib.get_close_matches(str(k), valid, n=1, cutoff=0.6)
-        hints.append(f"{k!r} (did you mean {close[0]!r}?)" if close else repr(k))
+        close = difflib.get_close_matches(str(k), valid, n=2, cutoff=0.6)
+        hints.append(f"{k!r} (did you mean {' or '.join(map(repr, close))}?)" if close else repr(k))
     raise ConfigError(f"{what}: unknown key(s) {', '.join(hints)}; valid keys: {', '.join(valid)}",
                       field=str(unknown[0]))
 
