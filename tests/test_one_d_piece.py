@@ -10,15 +10,19 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 import zoo
 from zoo.cli import main as cli_main
+from zoo.blocks import ConvPixelDecoder
+from zoo.convert import convert_checkpoint
 from zoo.convert.one_d_piece import convert_one_d_piece_state_dict
 from zoo.errors import CheckpointError, ConfigError, InputError
 from zoo.metrics.image import psnr
 from zoo.models import adaptive
 from zoo.models.adaptive import RaggedIds, encode_adaptive, parse_target
+from zoo.models.one_d_piece import OneDPiece, OneDPieceConfig
 from zoo.registry import get_entry
 from zoo.training.module import ImageTokenizerModule
 
@@ -79,45 +83,62 @@ def test_official_keys_convert_exactly(name):
 
 
 # -- output parity with the official code (fixtures made by scripts/make_one_d_piece_fixtures.py) -----
+def official_state() -> dict[str, torch.Tensor]:
+    """The fixture's official state dict in fp32 (stored as int8 steps of a power of two)."""
+    path = FIXTURES / "official.safetensors"
+    with safe_open(str(path), "pt") as f:
+        exponents = json.loads(f.metadata()["scale_exponents"])
+    return {k: v.float() * 2.0 ** -exponents[k] if k in exponents else v for k, v in load_file(str(path)).items()}
+
+
+def fixture_model(**changes) -> OneDPiece:
+    """The zoo OneDPiece of the fixture's size, with the tiny VQGAN decoder the official run had."""
+    spec = json.loads((FIXTURES / "config.json").read_text())
+    model = OneDPiece(OneDPieceConfig(**{**spec["zoo_config"], **changes}), name="one_d_piece_fixture")
+    pd = spec["pixel_decoder"]
+    model.pixel_decoder = ConvPixelDecoder(z_channels=pd["z_channels"], hidden=pd["hidden"],
+                                           channel_mult=tuple(pd["channel_mult"]))
+    return model
+
+
 @pytest.fixture(scope="module")
-def parity():
-    cfg = json.loads((FIXTURES / "config.json").read_text())
-    model = zoo.create(cfg["base"], **cfg["overrides"]).eval()
-    state = load_file(FIXTURES / "official.safetensors")
-    # the fixture is an official stage-1 model (no MaskGIT-VQGAN pixel stage): supply ours, in the
-    # official names, so that the checkpoint has every key of a stage-2 one
-    state.update({k: v for k, v in model.state_dict().items() if k.startswith("pixel_decoder.")})
-    state["pixel_quantize.embedding.weight"] = model.pixel_quantize.weight.detach().clone()
-    model.load_state_dict(convert_one_d_piece_state_dict(state, model))
-    return model, load_file(FIXTURES / "io.safetensors"), cfg["prefixes"], state
+def parity(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("official_one_d_piece")
+    save_file(official_state(), str(folder / "model.safetensors"))
+    model = convert_checkpoint("official-one-d-piece", folder, fixture_model())
+    prefixes = json.loads((FIXTURES / "config.json").read_text())["prefixes"]
+    io = load_file(str(FIXTURES / "io.safetensors"))
+    io["images"] = io.pop("images_uint8").float() / 255
+    return model, io, prefixes
 
 
 def test_official_ids_and_prefix_decodes_match(parity):
-    model, io, prefixes, _ = parity
+    model, io, prefixes = parity
     ids = model.encode(io["images"])
-    assert torch.equal(ids, io["ids"])
-    assert len(set(map(tuple, ids.tolist()))) == ids.shape[0]  # the images get different ids
+    assert torch.equal(ids, io["ids"]), f"{(ids != io['ids']).float().mean():.1%} of the ids differ"
     with torch.no_grad():
-        for k in prefixes:  # the official stage-1 decode: proxy-code logits of the first k tokens
-            ours = model.decoder(model.quantizer.ids_to_vectors(io["ids"][:, :k]))
+        for k in prefixes:  # the official decode_tokens(ids, length=k): pixels from the first k tokens
+            ours = model.decode_latents(model.quantizer.ids_to_vectors(io["ids"][:, :k]))
             assert (ours - io[f"decoded_{k}"]).abs().max() <= 1e-4, k
-        # one batch of mixed prefix lengths (tail masked) equals each image's own prefix decode
-        lengths = torch.tensor([prefixes[0], prefixes[1]])
-        mixed = model.decoder(model.quantizer.ids_to_vectors(io["ids"]), lengths)
+            assert (model.decode(io["ids"][:, :k]) - io[f"decoded_{k}"].clamp(0, 1)).abs().max() <= 1e-4, k
+        # one batch of mixed prefix lengths (tail masked out) equals each image's official prefix decode
+        lengths = torch.tensor(prefixes[:2])
+        mixed = model.decode(io["ids"], lengths=lengths)
         for b, k in enumerate(lengths.tolist()):
-            assert (mixed[b] - io[f"decoded_{k}"][b]).abs().max() <= 1e-4
+            assert (mixed[b] - io[f"decoded_{k}"][b].clamp(0, 1)).abs().max() <= 1e-4
     assert (io[f"decoded_{prefixes[0]}"] - io[f"decoded_{prefixes[-1]}"]).abs().max() > 0.1  # prefixes differ
 
 
-def test_legacy_layout_matters_and_other_checkpoints_are_refused(parity):
-    model, io, _, state = parity
-    fixed = zoo.create("one_d_piece_s_256", **{**json.loads((FIXTURES / "config.json").read_text())["overrides"],
-                                               "legacy_layout": False}).eval()
-    with pytest.raises(CheckpointError, match="legacy"):
-        convert_one_d_piece_state_dict(state, fixed)
+def test_layout_mixups_and_titok_checkpoints_are_refused(tmp_path):
+    state = official_state()
+    with pytest.raises(CheckpointError, match="legacy"):  # One-D-Piece's encoder only has the legacy layout
+        convert_one_d_piece_state_dict(state, fixture_model(legacy_layout=False))
     titok_like = {**state, "latent_tokens": state["latent_tokens"][:4]}
     with pytest.raises(CheckpointError, match="latent tokens"):
-        convert_one_d_piece_state_dict(titok_like, model)
+        convert_one_d_piece_state_dict(titok_like, fixture_model())
+    save_file(state, str(tmp_path / "model.safetensors"))
+    with pytest.raises(ConfigError, match="titok models"):  # the TiTok source into a One-D-Piece model
+        convert_checkpoint("official-titok", tmp_path, fixture_model())
 
 
 # -- contract -------------------------------------------------------------------------------------------
