@@ -41,6 +41,10 @@ def render_model_card(model: Any, *, repo_id: str | None = None, metrics: dict[s
         lines += [f"ids = model.encode(images)      # (B, 3, {model.input_size}, {model.input_size}) in [0, 1] -> "
                   f"(B, {model.num_tokens}) ids",
                   "recon = model.decode(ids)       # -> (B, 3, H, W) in [0, 1]"]
+    elif model.modality == "audio":
+        lines += [f"ids = model.encode(wav, sample_rate={model.sample_rate})  # (B, {model.channels}, T) in [-1, 1] -> "
+                  f"(B, {model.num_levels}, frames) ids",
+                  "wav = model.decode(ids[:, :2])  # any prefix of the levels -> (B, C, T)"]
     lines += ["```", ""]
     if meta.get("official_repo"):
         lines += [f"`zoo.from_pretrained(\"{model.name}\")` downloads the official checkpoint "
@@ -61,6 +65,11 @@ def render_model_card(model: Any, *, repo_id: str | None = None, metrics: dict[s
                   f"| vocabulary | {model.vocab_size} |",
                   f"| input size | {model.input_size}x{model.input_size} |",
                   f"| bits per image | {model.bits_per_image:.0f} |"]
+    elif model.modality == "audio":
+        lines += [f"| sample rate | {model.sample_rate} Hz, {model.channels} channel(s) |",
+                  f"| frame rate | {model.frame_rate:.4g} Hz |",
+                  f"| levels x vocabulary | {model.num_levels} x {model.vocab_size} |",
+                  f"| bitrate | {model.bitrate(1):.4g} to {model.bitrate():.4g} kbps |"]
     if metrics:
         lines += ["", "## Measured", "", "| metric | value |", "|---|---|"]
         lines += [f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items()]

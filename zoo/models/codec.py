@@ -20,6 +20,7 @@ Parameter names follow the official layouts closely (``zoo.convert.encodec`` / `
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -92,6 +93,12 @@ def build_quantizer(c: CodecConfig):
             dim=dim, codebook_size=c.codebook_size, num_levels=c.num_levels, codebook_dim=c.codebook_dim,
             quantizer_dropout=c.quantizer_dropout, commitment_weight=c.commitment_weight,
             codebook_weight=c.codebook_weight))
+    # EMA codebooks read their init flags on construction: on the meta device (model cards, counts) build on the CPU
+    with torch.device("cpu") if torch.get_default_device().type == "meta" else contextlib.nullcontext():
+        return _ema_quantizer(c, dim)
+
+
+def _ema_quantizer(c: CodecConfig, dim: int) -> ResidualVectorQuantizer:
     q = ResidualVectorQuantizer(RVQConfig(
         dim=dim, codebook_size=c.codebook_size, num_levels=c.num_levels, use_cosine=False,
         quantizer_dropout=c.quantizer_dropout > 0, commitment_weight=c.commitment_weight, ema_decay=c.ema_decay,
@@ -133,6 +140,13 @@ class AudioCodec(AudioTokenizer):
         self.encoder = SEANetEncoder(config.encoder)
         self.quantizer = build_quantizer(config)
         self.decoder = SEANetDecoder(config.decoder)
+
+    @property
+    def card_note(self) -> str:
+        trainable = self.num_parameters()
+        return (f"{trainable:,} trainable parameters (the figure the official totals count); the card's parameter "
+                "figure adds the EMA codebooks, which are buffers. Audio is read with soundfile, resampled with "
+                "torchaudio when asked (`resample=True`), and any prefix of the residual levels decodes.")
 
     # -- contract -------------------------------------------------------------------------------
     @property
