@@ -139,9 +139,10 @@ def test_nano_contrastive_and_reconstruction_fall():
     hist = _run(stage1, batch, 25, 2e-3)
     first, last = float(hist[0]["contrastive"]), float(hist[-1]["contrastive"])
     assert last < 0.7 * first, (first, last)
-    stage2 = SEEDModule(model=stage1.model, stage=2)
+    stage2 = SEEDModule(model=stage1.model, stage=2, codebook_init="data")
     assert not any(p.requires_grad for p in stage2.model.qformer.parameters())
     hist = _run(stage2, batch, 25, 2e-3)
+    assert stage2.codebook_initialised
     assert float(hist[-1]["recon_cos"]) < 0.7 * float(hist[0]["recon_cos"])
     assert float(hist[-1]["generation_mse"]) < float(hist[0]["generation_mse"])
 

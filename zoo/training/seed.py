@@ -13,6 +13,7 @@
   CLIP weights exist offline, so ``generation_target="backbone"`` uses the frozen backbone's class
   token (layer-normed) through a fixed random projection to ``generation_dim``;
   ``"clip:<hf id or folder>"`` uses a transformers ``CLIPVisionModelWithProjection`` when available.
+  ``codebook_init="data"`` starts the codebook from the first batch's latents (ours, for short runs).
 - **stage 3** (ours): only the pixel decoder trains, on L1 (+ ``l2_weight`` x MSE) to the image.
 
 ``init_from`` loads the previous stage's exported model (a ``save_pretrained`` folder or any name
@@ -154,7 +155,8 @@ class SEEDModule(L.LightningModule):
                  min_lr_ratio: float = 0.1, grad_clip: float | None = 1.0, text_encoder: str | Any = "minilm",
                  contrastive_dim: int = 256, temperature: float = 0.07, label_smoothing: float = 0.1,
                  vq_weight: float = 5.0, recon_weight: float = 2.0, generation_weight: float = 0.5,
-                 generation_target: str = "backbone", l1_weight: float = 1.0, l2_weight: float = 0.0):
+                 generation_target: str = "backbone", codebook_init: str = "keep", l1_weight: float = 1.0,
+                 l2_weight: float = 0.0):
         super().__init__()
         if stage not in STAGE_PARTS:
             raise ConfigError(f"stage must be 1, 2 or 3, got {stage!r}", field="stage")
@@ -188,6 +190,23 @@ class SEEDModule(L.LightningModule):
             self.temp = nn.Parameter(torch.tensor(float(temperature)))
         if stage == 2:
             self.generation_target = make_generation_target(generation_target, model)
+        if codebook_init not in ("keep", "data"):
+            raise ConfigError(f"codebook_init must be 'keep' or 'data', got {codebook_init!r}", field="codebook_init")
+        # "data": stage 2 starts its codebook from the first batch's latents (upstream keeps its
+        # uniform(+-1/K) init, which short runs collapse onto a few codes); never on a resumed run
+        self.codebook_initialised = codebook_init == "keep" or stage != 2
+
+    @torch.no_grad()
+    def init_codebook_from(self, latents: torch.Tensor) -> None:
+        """Set the K codes to K latent vectors of ``latents`` (B, N, D), drawn without replacement while
+        there are enough, plus 1% noise."""
+        flat = latents.reshape(-1, latents.shape[-1])
+        codes = self.model.quantizer.codebook
+        idx = torch.randperm(len(flat), device=flat.device)
+        idx = idx.repeat(-(-len(codes) // len(flat)))[:len(codes)]
+        picked = flat[idx]
+        codes.copy_(picked + 0.01 * picked.std() * torch.randn_like(picked))
+        self.codebook_initialised = True
 
     # -- losses ---------------------------------------------------------------------------------
     def stage_losses(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -206,7 +225,10 @@ class SEEDModule(L.LightningModule):
             features = m.backbone_features(images)
             causal = m.causal_embeddings(features)
         if self.stage == 2:
-            quantized, _, aux = m.quantize_st(m.encode_task_layer(causal))
+            latents = m.encode_task_layer(causal)
+            if self.training and not self.codebook_initialised and self.global_step == 0:
+                self.init_codebook_from(latents.detach())
+            quantized, _, aux = m.quantize_st(latents)
             up = m.detokenize(quantized)
             recon = 1 - F.cosine_similarity(m.reconstruct_causal(up), causal, dim=-1).mean()
             gen = F.mse_loss(m.generation_embedding(m.image_features(up)), self.generation_target(features, images))
