@@ -118,6 +118,23 @@ def test_layout_mixups_are_refused(tmp_path):
         convert_checkpoint("official-titok", legacy, zoo_model("fixed_single_stage"))
 
 
+def test_official_config_json_is_checked(tmp_path, nano):
+    """What the weights cannot show (cosine vs Euclidean codes) is read from the official config.json."""
+    spec = json.loads((FIXTURES / "fixed_single_stage.json").read_text())
+    write_official("fixed_single_stage", tmp_path / "o")
+    config = {"model": {"vq_model": spec["official_vq_model"]}, "dataset": {"preprocessing": {"crop_size": 32}}}
+    (tmp_path / "o" / "config.json").write_text(json.dumps(config))
+    convert_checkpoint("official-titok", tmp_path / "o", zoo_model("fixed_single_stage"))
+    with pytest.raises(CheckpointError, match="use_l2_norm: checkpoint False, titok_fixed_single_stage True"):
+        convert_checkpoint("official-titok", tmp_path / "o", zoo_model("fixed_single_stage", use_cosine=True))
+    config["model"]["vq_model"]["quantize_mode"] = "vae"
+    (tmp_path / "o" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="quantize_mode 'vae'"):
+        convert_checkpoint("official-titok", tmp_path / "o", zoo_model("fixed_single_stage"))
+    with pytest.raises(CheckpointError, match="already a zoo checkpoint"):
+        convert_checkpoint("official-titok", nano.save_pretrained(tmp_path / "zoo"), "titok_nano_32")
+
+
 def test_truncated_files_are_checkpoint_errors(tmp_path):
     for name in ("model.safetensors", "pytorch_model.bin"):
         path = write_official("fixed_single_stage", tmp_path / name, name)

@@ -7,6 +7,7 @@ the ``zoo.convert`` package (whose ``__init__`` imports them: that would be an i
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -22,6 +23,7 @@ from zoo.registry import create, get_entry
 
 StateDict = dict[str, torch.Tensor]
 ConvertFn = Callable[[StateDict, nn.Module], StateDict]
+CheckConfigFn = Callable[[dict[str, Any], nn.Module], None]
 
 # Weight files looked for in a checkpoint folder, in order.
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.bin", "model.pt", "model.pth")
@@ -30,24 +32,27 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 
 @dataclass(frozen=True)
 class Converter:
-    """``convert(state, model)``: official state dict -> the state dict of ``model`` (a ``family`` model)."""
+    """``convert(state, model)``: official state dict -> the state dict of ``model`` (a ``family`` model).
+    ``check_config(config, model)``, if given, compares the official ``config.json`` found beside the
+    weights with the model and raises :class:`CheckpointError` on a difference the weights cannot show."""
 
     source: str
     family: str
     convert: ConvertFn
     weight_files: tuple[str, ...] = WEIGHT_FILES
     description: str = ""
+    check_config: CheckConfigFn | None = None
 
 
 _CONVERTERS: dict[str, Converter] = {}
 
 
 def register_converter(source: str, fn: ConvertFn, *, family: str, weight_files: tuple[str, ...] = WEIGHT_FILES,
-                       description: str = "") -> Converter:
+                       description: str = "", check_config: CheckConfigFn | None = None) -> Converter:
     """Register ``fn`` as the converter of checkpoints from ``source`` into ``family`` models."""
     if source in _CONVERTERS:
         raise ValueError(f"converter {source!r} is registered twice")
-    conv = Converter(source, family, fn, tuple(weight_files), description)
+    conv = Converter(source, family, fn, tuple(weight_files), description, check_config)
     _CONVERTERS[source] = conv
     return conv
 
@@ -107,6 +112,22 @@ def read_state_dict(file: str | Path, map_location: str = "cpu") -> StateDict:
     return obj
 
 
+def read_official_config(folder: Path) -> dict[str, Any] | None:
+    """The official ``config.json`` beside the weights (None without one); a zoo config there means
+    the folder is already converted."""
+    path = folder / hub.CONFIG_NAME
+    if not path.is_file():
+        return None
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path} is not valid JSON: {e}") from None
+    if isinstance(config, dict) and {"family", "zoo_version"} <= set(config):
+        raise CheckpointError(f"{folder} is already a zoo checkpoint ({config['family']}); load it with "
+                              f"zoo.from_pretrained({str(folder)!r}) instead of converting it")
+    return config if isinstance(config, dict) else None
+
+
 # -- converting -------------------------------------------------------------------------------------
 def convert_checkpoint(source: str, path: str | Path, model: str | nn.Module, *,
                        map_location: str | torch.device = "cpu") -> nn.Module:
@@ -122,6 +143,9 @@ def convert_checkpoint(source: str, path: str | Path, model: str | nn.Module, *,
     elif getattr(model, "family", None) != conv.family:
         raise ConfigError(f"{source} checkpoints convert to {conv.family} models, got {type(model).__name__}")
     file = find_weights(path, conv.weight_files)
+    config = read_official_config(file.parent)
+    if config is not None and conv.check_config is not None:
+        conv.check_config(config, model)
     state = conv.convert(read_state_dict(file, str(map_location)), model)
     hub.load_state(model, state, source=f"{file} ({source})")
     return model.to(map_location).eval()

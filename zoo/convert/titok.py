@@ -97,5 +97,26 @@ def convert_titok_state_dict(state: dict[str, torch.Tensor], model: nn.Module | 
     return {z: special[z] if z in special else state[o] for z, o in wanted.items()}
 
 
+def check_titok_config(config: dict, model: nn.Module) -> None:
+    """Compare the official ``config.json`` (``model.vq_model``) with the zoo model: what the weights
+    cannot show (cosine or Euclidean codes, the encoder layout of a config that says so) or a VAE
+    checkpoint raise :class:`CheckpointError` naming the field."""
+    vq = (config.get("model") or {}).get("vq_model") if isinstance(config.get("model"), dict) else None
+    if not isinstance(vq, dict):
+        return  # not the official layout of config.json: the weights are checked on their own
+    cfg = model.config
+    if vq.get("quantize_mode", "vq") != "vq":
+        raise CheckpointError(f"the official config has quantize_mode {vq['quantize_mode']!r}: a continuous "
+                              "TiTok; the zoo converts the VQ checkpoints")
+    expected = {"num_latent_tokens": cfg.num_tokens, "codebook_size": cfg.codebook_size, "token_size": cfg.token_dim,
+                "use_l2_norm": cfg.use_cosine, "is_legacy": cfg.legacy_layout,
+                "finetune_decoder": cfg.decoder_head == "proxy"}
+    defaults = {"is_legacy": True, "finetune_decoder": True}  # the official code's defaults
+    wrong = [f"{k}: checkpoint {vq.get(k, defaults.get(k))!r}, {model.name} {v!r}" for k, v in expected.items()
+             if vq.get(k, defaults.get(k)) is not None and vq.get(k, defaults.get(k)) != v]
+    if wrong:
+        raise CheckpointError(f"the official config.json does not describe {model.name}: " + "; ".join(wrong))
+
+
 register_converter("official-titok", lambda state, model: convert_titok_state_dict(state, model), family="titok",
-                   description="bytedance/1d-tokenizer TiTok")
+                   description="bytedance/1d-tokenizer TiTok", check_config=check_titok_config)
