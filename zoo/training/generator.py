@@ -30,7 +30,7 @@ def tokens_description(ds: TokenDataset) -> dict[str, Any]:
 
 def config_for(ds: TokenDataset, size: str, overrides: dict[str, Any] | None = None) -> ARGeneratorConfig:
     """A generator config sized for the tokens of ``ds``."""
-    if ds.residual and not ds.pattern:
+    if ds.residual and ds.pattern not in ("interleave", "level_major", "delay"):
         raise ConfigError("residual (audio) tokens need data.pattern: interleave, level_major or delay, so the "
                           "generator sees one sequence")
     return generator_config(size, vocab_size=ds.vocab_size, max_len=max(1, ds.max_length),
