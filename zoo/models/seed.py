@@ -193,13 +193,13 @@ class SEED(ImageTokenizer):
         loss = |sg(e) - z|² + beta |e - sg(z)|², codes learned by gradient. latents (B, N, D) ->
         (quantized (B, N, D), ids (B, N), aux)."""
         with _frozen(self.quantizer):
-            ids = self.quantizer(latents.detach()).ids
+            _, ids, lookup = self.quantizer(latents.detach())
         codes = self.quantizer.codebook[ids]
         commitment = F.mse_loss(latents, codes.detach())
         codebook = F.mse_loss(codes, latents.detach())
         aux = QuantizerAux(loss=commitment + self.config.vq_beta * codebook,
                            losses={"commitment": commitment.detach(), "codebook": codebook.detach()},
-                           stats=self.quantizer.usage.update(ids))
+                           stats=lookup.stats)
         return latents + (codes - latents).detach(), ids, aux
 
     # -- de-tokenizer ---------------------------------------------------------------------------
@@ -234,14 +234,17 @@ class SEED(ImageTokenizer):
         return self.generation_embedding(self.image_features(self.detokenize(self.quantizer.ids_to_vectors(ids))))
 
     def forward(self, images: torch.Tensor) -> TokenizerOutput:
-        """images -> pixel reconstruction (when a pixel decoder exists), ids, VQ losses; ``extras`` holds
+        """images -> pixel reconstruction, ids, VQ losses (needs the pixel decoder); ``extras`` holds
         ``causal`` (target), ``causal_recon`` and ``generation`` (B, generation_dim)."""
         check_images(images, self.input_size)
         causal = self.causal_embeddings(self.backbone_features(images))
         quantized, ids, aux = self.quantize_st(self.encode_task_layer(causal))
         up = self.detokenize(quantized)
         feats = self.image_features(up)
-        recon = self.pixel_decoder(feats) if self.pixel_decoder is not None else images.new_zeros(())
+        if self.pixel_decoder is None:
+            raise ConfigError(f"{self.name} has no pixel decoder (pixel_depth=0), so forward has no reconstruction; "
+                              "use causal_embeddings / quantize_st / decode_embedding")
+        recon = self.pixel_decoder(feats)
         extras = {"causal": causal, "causal_recon": self.reconstruct_causal(up),
                   "generation": self.generation_embedding(feats)}
         return TokenizerOutput(recon, ids, aux, extras)
