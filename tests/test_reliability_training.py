@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from zoo.errors import CheckpointError, ConfigError, InputError, TrainingInterrupted
+from zoo.errors import CheckpointError, ConfigError, InputError, TrainingInterrupted, ZooError
 from zoo.training.recipe import build, load_recipe, resolve_resume, train
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "titok_nano.yaml"
@@ -35,9 +35,10 @@ def fast(root: Path, run: Path) -> list[str]:
     ("trainer.max_steps=0", r"max_steps must be a positive int"),
     ("modle.name=titok_nano_32", r"did you mean .*'model'"),
     ("seed=0.5", r"seed must be an int"),
+    ("data.root=/nonexistent/images", r"data.root /nonexistent/images does not exist"),
 ])
 def test_recipe_mistakes_are_config_errors(image_folder, tmp_path, override, match):
-    with pytest.raises(ConfigError, match=match):
+    with pytest.raises(ZooError, match=match):
         build(load_recipe(RECIPE, fast(image_folder, tmp_path / "run") + [override]))
 
 

@@ -67,6 +67,9 @@ class ImageDataModule(L.LightningDataModule):
         check_kwargs(ImageDataModule.__init__, dict(root=root, image_size=image_size, batch_size=batch_size,
                                                     num_workers=num_workers, val_fraction=val_fraction, seed=seed),
                      type(self).__name__, "data")
+        if not Path(root).is_dir():  # found now, not after the model is built and the trainer started
+            what = "is a file" if Path(root).exists() else "does not exist"
+            raise InputError(f"data.root {root} {what}: expected a folder of images (searched recursively)")
         self.root, self.image_size, self.batch_size = root, image_size, batch_size
         self.num_workers, self.val_fraction, self.seed = num_workers, val_fraction, seed
         self.train_set: ImageFolder | None = None
