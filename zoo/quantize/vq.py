@@ -119,8 +119,10 @@ class InitFlags:
     """Host-side copy of the library codebooks' ``initted`` buffers, so an eval forward never reads
     a GPU buffer to choose its path (one ``bool(tensor)`` per level was one host sync per level).
 
-    Read from the buffers on construction and after ``load_state_dict``; set after every library
-    forward (which initialises the codebook, by k-means when configured, in any mode).
+    Read from the buffers on construction and after ``load_state_dict`` (not hot paths); set after
+    every library forward (which initialises the codebook, by k-means when configured, in any mode).
+    Buffers on the meta device (a model built for its shapes only) cannot be read: they count as
+    initialised, as a loaded checkpoint's are.
     """
 
     def __init__(self, owner: torch.nn.Module, layers: list[VectorQuantize]):
@@ -129,7 +131,11 @@ class InitFlags:
         owner.register_load_state_dict_post_hook(_refresh_init_flags)
 
     def _read(self) -> list[bool]:
-        return [bool(vq._codebook.initted) for vq in self.layers]
+        flags = []
+        for vq in self.layers:
+            initted = vq._codebook.initted
+            flags.append(True if initted.is_meta else bool(initted))
+        return flags
 
     def refresh(self) -> None:
         self.flags = self._read()
