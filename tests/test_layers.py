@@ -5,6 +5,7 @@ checkpoint-file layer (``zoo.hub``) imports nothing model-related."""
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1] / "zoo"
@@ -35,6 +36,7 @@ def _resolve(name: str, modules: dict[str, Path]) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=1)
 def import_graph() -> dict[str, set[str]]:
     """module -> zoo modules it imports anywhere in its body (top level, functions, try blocks)."""
     modules = _modules()
