@@ -24,6 +24,14 @@ from zoo.blocks.patch import PatchEmbed
 from zoo.errors import ConfigError
 
 
+def set_layernorm_eps(module: nn.Module, eps: float) -> nn.Module:
+    """Set every LayerNorm's eps in ``module`` (timm/EVA-layout blocks use 1e-6); returns ``module``."""
+    for m in module.modules():
+        if isinstance(m, nn.LayerNorm):
+            m.eps = eps
+    return module
+
+
 class ViTBackbone(nn.Module):
     """images (B, 3, S, S) -> tokens (B, 1 + (S/p)², width), class token first."""
 
@@ -37,10 +45,7 @@ class ViTBackbone(nn.Module):
         self.patch_embed = PatchEmbed(3, width, patch_size)
         self.cls_token = nn.Parameter(0.02 * torch.randn(1, 1, width))
         self.pos_embed = nn.Parameter(0.02 * torch.randn(1, grid * grid + 1, width))
-        self.blocks = Transformer(width, depth, num_heads, mlp_ratio)
-        for m in self.blocks.modules():
-            if isinstance(m, nn.LayerNorm):
-                m.eps = eps
+        self.blocks = set_layernorm_eps(Transformer(width, depth, num_heads, mlp_ratio), eps)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(images)
@@ -120,4 +125,4 @@ def build_backbone(spec: str, *, image_size: int, width: int, depth: int, num_he
     return backbone
 
 
-__all__ = ["TimmBackbone", "TorchvisionViT", "ViTBackbone", "build_backbone"]
+__all__ = ["TimmBackbone", "TorchvisionViT", "ViTBackbone", "build_backbone", "set_layernorm_eps"]

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.blocks import LatentTokenDecoder, Transformer
-from zoo.blocks.backbones import build_backbone
+from zoo.blocks.backbones import build_backbone, set_layernorm_eps
 from zoo.blocks.qformer import CausalQFormer
 from zoo.errors import ConfigError, InputError
 from zoo.models.base import ImageTokenizer, TokenizerOutput, _frozen
@@ -95,11 +95,8 @@ def _mlp(dims: list[int], act: type[nn.Module], bias: bool = True) -> nn.Sequent
 
 
 def _vit_head(width: int, depth: int, heads: int, mlp_ratio: float) -> Transformer:
-    blocks = Transformer(width, depth, heads, mlp_ratio)
-    for m in blocks.modules():  # timm-style blocks of the official de-tokenizer use eps 1e-6
-        if isinstance(m, nn.LayerNorm):
-            m.eps = 1e-6
-    return blocks
+    # the official de-tokenizer's timm-style blocks use LayerNorm eps 1e-6
+    return set_layernorm_eps(Transformer(width, depth, heads, mlp_ratio), 1e-6)
 
 
 class SEED(ImageTokenizer):
