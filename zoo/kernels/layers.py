@@ -4,8 +4,8 @@ Every quantizer owns stateless instances of these (no parameters, no buffers, so
 unchanged). By default they run :mod:`zoo.kernels.dispatch` (Triton on CUDA, PyTorch elsewhere).
 ``kernelize_quantizers`` swaps in the forwards of a kernel pulled from the Hub (or a local
 directory) so a newer kernel can be used without upgrading the zoo. The layer names are
-``ZooNearestCode``, ``ZooFSQRound`` and ``ZooLFQSign``; a Hub kernel provides them in its
-``layers`` module as ``NearestCode``, ``FSQRound`` and ``LFQSign``.
+``ZooNearestCode``, ``ZooFSQRound``, ``ZooLFQSign`` and ``ZooRFSQRound``; a Hub kernel provides them in
+its ``layers`` module as ``NearestCode``, ``FSQRound``, ``LFQSign`` and ``RFSQRound``.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ except ImportError:  # kernels is optional: without it the layers just are not s
 #: Hub repository that scripts/push_kernels.py uploads to by default
 DEFAULT_KERNEL_REPO = "tokenizer-zoo/zoo-quantize"
 #: (zoo layer name, class name inside the kernel's ``layers`` module)
-LAYER_NAMES = {"ZooNearestCode": "NearestCode", "ZooFSQRound": "FSQRound", "ZooLFQSign": "LFQSign"}
+LAYER_NAMES = {"ZooNearestCode": "NearestCode", "ZooFSQRound": "FSQRound", "ZooLFQSign": "LFQSign",
+               "ZooRFSQRound": "RFSQRound"}
 
 
 class _Swappable(nn.Module):
@@ -66,11 +67,11 @@ class LFQSign(_Swappable):
         return lfq_quantize(x, scale, self.backend)
 
 
+@use_kernel_forward_from_hub("ZooRFSQRound")
 class RFSQRound(_Swappable):
     """h (..., C), levels, scales (L, C), symmetric, hard_clamp -> (quantized (..., C), ids (..., L), counts or None).
 
-    Every residual level in one fused kernel on CUDA (with the (L, K) code histogram); not swapped by
-    ``kernelize_quantizers`` (Hub kernels of version 1 do not have it).
+    Every residual level in one fused kernel on CUDA (with the (L, K) code histogram).
     """
 
     def forward(self, h: torch.Tensor, levels: list[int], scales: torch.Tensor, symmetric: bool, hard_clamp: bool,

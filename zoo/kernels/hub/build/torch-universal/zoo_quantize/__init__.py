@@ -4,7 +4,7 @@
 - ``fsq_quantize(z, levels, ...)``: FSQ bound + rounding + id packing;
 - ``rfsq_quantize(h, levels, scales)``: residual FSQ, every level in one pass (+ code histogram);
 - ``lfq_quantize(x, scale)``: LFQ sign + bit packing;
-- ``layers``: ``NearestCode``, ``FSQRound``, ``LFQSign`` for ``kernels.kernelize``.
+- ``layers``: ``NearestCode``, ``FSQRound``, ``LFQSign``, ``RFSQRound`` for ``kernels.kernelize``.
 
 Needs only torch and triton. On a CPU the kernels run under ``TRITON_INTERPRET=1`` (slowly).
 """

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._scalar import fsq_quantize, lfq_quantize
+from ._scalar import fsq_quantize, lfq_quantize, rfsq_quantize
 from ._vq import nearest_code
 
 
@@ -34,3 +34,22 @@ class LFQSign(nn.Module):
 
     def forward(self, x: torch.Tensor, scale: float):
         return lfq_quantize(x, scale)
+
+
+class RFSQRound(nn.Module):
+    """h (..., C), levels, scales (L, C), symmetric, hard_clamp -> (quantized (..., C) fp32, ids (..., L), counts).
+
+    Every residual level in one kernel; ``counts`` is the (L, prod(levels)) fp32 code histogram (None
+    unless ``count``).
+    """
+
+    def forward(self, h: torch.Tensor, levels: list[int], scales: torch.Tensor, symmetric: bool, hard_clamp: bool,
+                count: bool = True):
+        counts = None
+        if count:
+            k = 1
+            for v in levels:
+                k *= int(v)
+            counts = torch.zeros(scales.shape[0], k, dtype=torch.float32, device=h.device)
+        quantized, ids = rfsq_quantize(h, levels, scales, symmetric=symmetric, hard_clamp=hard_clamp, counts=counts)
+        return quantized, ids, counts
