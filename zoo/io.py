@@ -21,7 +21,11 @@ from zoo.errors import OutputError
 
 
 def _umask() -> int:
-    mask = os.umask(0o022)  # reading the umask means setting it: put it back at once
+    """The process umask: from /proc on Linux (thread-safe), else by setting and restoring it."""
+    with contextlib.suppress(OSError, ValueError, StopIteration):
+        with open("/proc/self/status", encoding="ascii") as f:
+            return int(next(line for line in f if line.startswith("Umask:")).split()[1], 8)
+    mask = os.umask(0o022)
     os.umask(mask)
     return mask
 

@@ -254,7 +254,8 @@ def train(recipe_path: str | Path, *, overrides: list[str] | None = None, resume
     except SystemExit:  # Lightning's SIGTERMException after our stop, or its exit on KeyboardInterrupt
         if interrupt.signum is None and interrupt.saved_step is None:
             raise
-    if interrupt.signum is not None:
+    finished = 0 < trainer.max_steps <= trainer.global_step
+    if interrupt.signum is not None and not (finished and interrupt.saved_step is None):
         name = signal.Signals(interrupt.signum).name
         if interrupt.saved_step is None:
             raise TrainingInterrupted(f"training interrupted by {name} before a step finished; nothing new "
