@@ -132,14 +132,12 @@ def resolve(name_or_path: str | Path, revision: str | None = None, *, cache_dir:
         if (folder / name / CONFIG_NAME).is_file():
             return folder / name
     if looks_like_repo_id(name):
-        not_local = f"{name!r} is not a local folder (no {Path(name).absolute()})"
-        unreachable = None if local_files_only else hub_unreachable(endpoint)
         try:
             return download(name, revision=revision, cache_dir=cache_dir, endpoint=endpoint, token=token,
-                            local_files_only=local_files_only or unreachable is not None)
+                            local_files_only=local_files_only)
         except CheckpointError as e:
-            why = f" (the Hub cannot be reached: {unreachable})" if unreachable is not None else ""
-            raise CheckpointError(f"{not_local}; as a Hub repo id: {e}{why}") from None
+            raise CheckpointError(f"{name!r} is not a local folder (no {Path(name).absolute()}); as a Hub repo "
+                                  f"id: {e}") from None
     return None
 
 
@@ -188,16 +186,19 @@ def download(repo_id: str, *, revision: str | None = None, cache_dir: str | Path
         RevisionNotFoundError
 
     endpoint = endpoint or os.environ.get("HF_ENDPOINT") or None
+    unreachable = None if local_files_only else hub_unreachable(endpoint)  # then only the cache can answer
     kwargs = dict(revision=revision, cache_dir=cache_dir, endpoint=endpoint, token=token,
-                  local_files_only=local_files_only, library_name="tokenizer-zoo", library_version=__version__)
+                  local_files_only=local_files_only or unreachable is not None, library_name="tokenizer-zoo",
+                  library_version=__version__)
     files = [WEIGHTS_NAME, CONFIG_NAME]
     got: list[str] = []
     for filename in files:
         try:
             got.append(hf_hub_download(repo_id, filename, **kwargs))
         except LocalEntryNotFoundError as e:  # a subclass of EntryNotFoundError: test it first
+            why = f"the Hub cannot be reached: {unreachable}" if unreachable else f"no network? {e}"
             raise CheckpointError(f"cannot download {filename} of {repo_id!r} and it is not in the local cache "
-                                  f"(no network? set HF_ENDPOINT or pre-download it): {e}") from None
+                                  f"({why}; set HF_ENDPOINT or pre-download it)") from None
         except EntryNotFoundError:
             if filename == CONFIG_NAME and not config_required:
                 continue
