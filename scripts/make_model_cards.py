@@ -19,6 +19,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "model_cards")
     ap.add_argument("--results", type=Path, nargs="*", default=[],
                     help="`zoo eval` results JSON files whose numbers go into the cards")
+    ap.add_argument("--models", default="*", help="glob of the variants to write (default: all)")
     args = ap.parse_args()
     measured = {}
     for path in args.results:
@@ -29,7 +30,7 @@ def main() -> None:
             metrics = {f"{k}{tag}": v for k, v in row.items() if isinstance(v, (int, float)) and v is not None}
             metrics[f"evaluated on{tag}"] = f"{data['num_evaluated']} images, data hash {data['hash'][7:19]}"
             measured.setdefault(r["model"]["name"], {}).update(metrics)
-    for name in zoo.list_models():
+    for name in zoo.list_models(args.models):
         with torch.device("meta"):
             model = zoo.create(name)
         card = render_model_card(model, metrics=measured.get(name))

@@ -271,7 +271,12 @@ class FlexTok(ImageTokenizer):
                 f"tokens (FSQ {list(c.levels)}), and `decode` accepts any prefix. Works in {space}. Decoding is a "
                 f"rectified flow: `decode(ids, steps={c.sample_steps}, guidance=1.0, norm_guidance=False, "
                 "generator=torch.Generator().manual_seed(0))` is reproducible given the generator; the official "
-                "README decodes with 20 steps and norm-guided (APG) guidance 7.5.")
+                "README decodes with 20 steps and norm-guided (APG) guidance 7.5."
+                + ("" if c.vae == "pixel" else
+                   " The converter is checked for output parity against the official modules at a tiny size, "
+                   "built with the layout read from the official code; the released checkpoints' own hydra configs "
+                   "(inside the Hub repos) could not be read offline, so check `vae_scaling_factor` and "
+                   "`max_timestep` against them."))
 
     # -- contract ---------------------------------------------------------------------------------
     @property
