@@ -175,3 +175,16 @@ def test_sampling_in_batches_is_seeded(nano_tokens):
     a = sample(gen, labels, seed=3, batch_size=2)
     b = sample(gen, labels, seed=3, batch_size=2)
     assert torch.equal(a.ids, b.ids) and a.ids.shape == (5, 16)
+
+
+def test_shipped_nano_generator_decodes_with_its_tokenizer():
+    root = Path(__file__).resolve().parents[1] / "checkpoints"
+    gen = load_generator(root / "gpt_nano_titok_nano_32")
+    from zoo.generate import load_tokenizer_of
+
+    tok = load_tokenizer_of(gen)
+    assert tok.name == "titok_nano_32" and gen.config.tokens["classes"][0] == "astronaut"
+    out = sample(gen, class_labels(gen, "rocket", 2), seed=0, cfg_scale=2.0)
+    images = decode_samples(gen, tok, out)
+    assert images.shape == (2, 3, 64, 64) and 0 <= float(images.min()) and float(images.max()) <= 1
+    assert images[..., 2, :, :].mean() > images[..., 0, :, :].mean()  # the rocket class is sky blue
