@@ -144,12 +144,9 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from zoo.training.recipe import train
+    from zoo.training.cli_config import run_train  # LightningCLI-style: --config, --section.key, --print_config
 
-    trainer = train(args.recipe, overrides=args.set, resume=args.resume)
-    metrics = {k: round(float(v), 5) for k, v in trainer.callback_metrics.items()}
-    print(json.dumps({"recipe": str(args.recipe), "global_step": trainer.global_step, "metrics": metrics}))
-    return 0
+    return run_train(args.argv)
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
@@ -215,14 +212,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_reconstruct)
     audio_options(s)
 
-    s = sub.add_parser("train", help="train a tokenizer from a YAML recipe")
-    s.add_argument("recipe", type=Path)
-    s.add_argument("--resume", default=None,
-                   help="'last' (the run's last.ckpt; an error if there is none), 'auto' (last.ckpt if it "
-                        "exists, else start fresh) or a .ckpt path. SIGINT/SIGTERM save last.ckpt at the "
-                        "current step and exit with 128+signal")
-    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a recipe value, e.g. --set trainer.max_steps=100 (repeatable)")
+    # parsed by zoo.training.cli_config (jsonargparse): RECIPE | --config FILE, --section.key VALUE,
+    # --set key=value, --print_config, --resume last|auto|CKPT, --quiet; `zoo train --help` lists them
+    s = sub.add_parser("train", help="train a tokenizer from a YAML recipe (LightningCLI-style options)",
+                       add_help=False, prefix_chars="\x00")
+    s.add_argument("argv", nargs=argparse.REMAINDER)
     s.set_defaults(func=cmd_train)
 
     from zoo.convert import list_converters

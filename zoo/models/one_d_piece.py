@@ -46,6 +46,19 @@ class OneDPiece(TiTok):
     #: decode() accepts ``lengths`` for a batch of mixed prefix lengths (used by the adaptive search)
     ragged_decode = True
 
+    @property
+    def card_note(self) -> str:
+        """The model card's paragraph on variable length (and the two-stage pixel decoder)."""
+        n = self.num_tokens
+        note = (f"Variable length (Tail Token Drop): `model.encode(images, num_tokens=k)` keeps the first k of the "
+                f"{n} tokens (ordered coarse to fine), `model.decode(ids)` takes any k in 1..{n}, and "
+                "`model.encode(images, target=\"psnr>=25\")` keeps per image the shortest prefix that meets a "
+                "quality target (a `RaggedIds`; `.pad(pad_id)` gives a (B, N) batch plus lengths).")
+        if self.config.decoder_head == "proxy":
+            note += (" Two-stage design: the parameter count includes the 30.5M-parameter MaskGIT-VQGAN pixel "
+                     "decoder and its 1024x256 codebook.")
+        return note
+
     def token_lengths(self) -> range:
         """Every prefix length decodes: range(1, num_tokens + 1)."""
         return range(1, self.num_tokens + 1)

@@ -31,6 +31,9 @@ from zoo.errors import CheckpointError, ConfigError, TrainingInterrupted
 log = logging.getLogger(__name__)
 
 SECTIONS = {"seed", "output_dir", "model", "module", "data", "trainer", "checkpoint", "logger", "task"}
+# what build() passes to lightning.Trainer / ModelCheckpoint unless the recipe says otherwise
+TRAINER_DEFAULTS = {"max_steps": 1000, "log_every_n_steps": 10}
+CHECKPOINT_DEFAULTS = {"save_last": True, "every_n_train_steps": 500}
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
@@ -116,6 +119,42 @@ def _make(cls: type, kwargs: dict[str, Any], section: str):
         raise ConfigError(f"recipe section {section!r}: {e}") from None
 
 
+def section_class(cfg: dict[str, Any] | None, default: type, base: type, section: str) -> tuple[type, dict[str, Any]]:
+    """The class and keyword arguments of the recipe section ``module`` or ``data``: flat keys for the
+    task's ``default`` class, or LightningCLI's ``{class_path: pkg.mod.Class, init_args: {...}}`` (a
+    subclass of ``base``; a bare class name is looked up among the registered tasks' classes)."""
+    import importlib
+
+    from zoo.training.tasks import get_task, list_tasks
+
+    cfg = dict(cfg or {})
+    path, init = cfg.pop("class_path", None), cfg.pop("init_args", None) or {}
+    if not isinstance(init, dict):
+        raise ConfigError(f"recipe section {section!r}: init_args must be a mapping, got {init!r}", field="init_args")
+    _reserved(cfg, tuple(init), section, "given both in init_args and beside it")
+    kwargs = {**init, **cfg}
+    if path is None:
+        return default, kwargs
+    known = {c.__name__: c for t in map(get_task, list_tasks()) for c in (t.module_class, t.datamodule_class)}
+    if not isinstance(path, str) or (path not in known and "." not in path):
+        raise ConfigError(f"recipe section {section!r}: class_path {path!r} must be a dotted path such as "
+                          f"{default.__module__}.{default.__qualname__} or one of {', '.join(sorted(known))}",
+                          field="class_path")
+    if path in known:
+        cls = known[path]
+    else:
+        module_name, _, attr = path.rpartition(".")
+        try:
+            cls = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as e:
+            raise ConfigError(f"recipe section {section!r}: class_path {path!r} cannot be imported: {e}",
+                              field="class_path") from None
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise ConfigError(f"recipe section {section!r}: class_path {path!r} is not a {base.__name__} subclass",
+                          field="class_path")
+    return cls, kwargs
+
+
 def build(recipe: dict[str, Any]):
     """Recipe -> (LightningModule, LightningDataModule, Trainer)."""
     import lightning as L
@@ -132,11 +171,11 @@ def build(recipe: dict[str, Any]):
     model_cfg = recipe["model"]
     task = get_task(recipe.get("task") or "image")
     get_config(model_cfg["name"], **(model_cfg.get("overrides") or {}))  # unknown or bad overrides: ConfigError
-    module_cfg = dict(recipe.get("module") or {})
+    module_cls, module_cfg = section_class(recipe.get("module"), task.module_class, L.LightningModule, "module")
     _reserved(module_cfg, ("model", "model_name", "model_overrides"), "module", "the model is set in section 'model'")
-    module = _make(task.module_class, {"model_name": model_cfg["name"],
+    module = _make(module_cls, {"model_name": model_cfg["name"],
                                        "model_overrides": model_cfg.get("overrides") or {}, **module_cfg}, "module")
-    data_cfg = dict(recipe.get("data") or {})
+    data_cls, data_cfg = section_class(recipe.get("data"), task.datamodule_class, L.LightningDataModule, "data")
     if "root" not in data_cfg:
         raise ConfigError("recipe section 'data' needs root: a folder of training data")
     if "$" in str(data_cfg["root"]):
@@ -145,12 +184,12 @@ def build(recipe: dict[str, Any]):
     for key, value in task.data_defaults(module).items():
         data_cfg.setdefault(key, value)
     data_cfg.setdefault("seed", recipe.get("seed", 0))
-    data = _make(task.datamodule_class, data_cfg, "data")
-    ckpt_cfg = {"save_last": True, "every_n_train_steps": 500, **(recipe.get("checkpoint") or {})}
+    data = _make(data_cls, data_cfg, "data")
+    ckpt_cfg = {**CHECKPOINT_DEFAULTS, **(recipe.get("checkpoint") or {})}
     _reserved(ckpt_cfg, ("dirpath",), "checkpoint", "checkpoints go to output_dir/checkpoints")
     callbacks = [_make(ModelCheckpoint, {"dirpath": out / "checkpoints", **ckpt_cfg}, "checkpoint"),
                  ExportPretrained(out / "export"), InterruptCheckpoint(out / "checkpoints" / "last.ckpt")]
-    trainer_cfg = {"max_steps": 1000, "log_every_n_steps": 10, **(recipe.get("trainer") or {})}
+    trainer_cfg = {**TRAINER_DEFAULTS, **(recipe.get("trainer") or {})}
     if isinstance(trainer_cfg.get("val_check_interval"), int):  # validate every N steps, across epochs
         trainer_cfg.setdefault("check_val_every_n_epoch", None)
     trainer_cfg.pop("gradient_clip_val", None)  # clipping is the module's grad_clip (manual optimization)
@@ -234,15 +273,17 @@ def check_resume_checkpoint(path: str, module) -> None:
                                   "model.overrides?)") from None
 
 
-def train(recipe_path: str | Path, *, overrides: list[str] | None = None, resume: str | None = None):
-    """Run the recipe; returns the trainer (its ``callback_metrics`` hold the last logged values).
+def train(recipe_path: str | Path | dict[str, Any], *, overrides: list[str] | None = None, resume: str | None = None):
+    """Run the recipe (a YAML path, or a recipe dict as :func:`load_recipe` or
+    :mod:`zoo.training.cli_config` make it); returns the trainer (its ``callback_metrics`` hold the
+    last logged values).
 
     SIGINT/SIGTERM stop training after the current step with the full state saved to the run's
     ``last.ckpt``; then :class:`TrainingInterrupted` is raised (``--resume last`` continues).
     """
     from zoo.training.callbacks import InterruptCheckpoint
 
-    recipe = load_recipe(recipe_path, overrides)
+    recipe = recipe_path if isinstance(recipe_path, dict) else load_recipe(recipe_path, overrides)
     ckpt_path = resolve_resume(resume, recipe)
     module, data, trainer = build(recipe)
     if ckpt_path is not None:
