@@ -215,7 +215,9 @@ def apply_overrides(recipe: dict[str, Any], dotted: list[tuple[str, str]], parse
         ns = parser.parse_args(typed, defaults=False)
     except (argparse.ArgumentError, TypeError, ValueError) as e:
         raise ConfigError(" ".join(str(e).split())) from None
+    raw = dict(dotted)
     for key, value in _flatten(ns.as_dict()):
+        value = _prefer_number(classes, key, value, raw.get(key))
         node = recipe
         *parents, last = key.split(".")
         for part in parents:
@@ -223,6 +225,22 @@ def apply_overrides(recipe: dict[str, Any], dotted: list[tuple[str, str]], parse
                 node[part] = {}
             node = node[part]
         node[last] = value
+
+
+def _prefer_number(classes: dict[str, type], key: str, value: Any, raw: str | None) -> Any:
+    """``--trainer.devices 8``: jsonargparse keeps "8" a string where str comes first in a Union
+    (``list[int] | str | int``); take the number when the parameter's annotation accepts it."""
+    section, _, name = key.partition(".")
+    if not isinstance(value, str) or raw is None or section not in classes:
+        return value
+    number = yaml.safe_load(raw) if raw.strip() else raw
+    if isinstance(number, bool) or not isinstance(number, (int, float)):
+        return value
+    try:
+        check_kwargs(classes[section].__init__, {name: number}, key, section)
+    except ConfigError:
+        return value
+    return number
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:

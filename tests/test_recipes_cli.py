@@ -1,0 +1,108 @@
+"""`zoo train` as a LightningCLI-style command: every recipe resolves in both forms (RECIPE --set and
+--config with dotted options), --print_config output is itself a valid config, unknown keys get
+suggestions, module/data are swappable by class_path, and a tiny run trains quietly from --config."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from zoo.cli import main
+from zoo.errors import ConfigError
+from zoo.training.cli_config import parse_train_command, resolved_config
+
+RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"))
+TITOK = Path(__file__).resolve().parents[1] / "recipes" / "titok_nano.yaml"
+
+
+def printed(capsys, argv: list[str]) -> dict:
+    assert main(["train", *argv, "--print_config"]) == 0
+    return yaml.safe_load(capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
+def test_every_recipe_resolves_in_both_forms(recipe, tmp_path, capsys):
+    old = printed(capsys, [str(recipe), "--set", "data.root=DATA", "--set", "trainer.devices=2"])
+    new = printed(capsys, ["--config", str(recipe), "--data.root", "DATA", "--trainer.devices", "2"])
+    assert old == new
+    assert new["data"]["init_args"]["root"] == "DATA" and new["trainer"]["devices"] in (2, "2")
+    assert "class_path" in new["module"] and "init_args" in new["data"]
+    source = yaml.safe_load(recipe.read_text())
+    assert new["model"]["name"] == source["model"]["name"]
+    for key, value in (source.get("module") or {}).items():  # the recipe's own values survive resolution
+        if not (isinstance(value, str) and "$" in value):
+            assert new["module"]["init_args"][key] == (list(value) if isinstance(value, tuple) else value), key
+    # the printed config is a valid config and resolves to itself
+    again = tmp_path / "resolved.yaml"
+    again.write_text(yaml.safe_dump(new))
+    assert printed(capsys, ["--config", str(again)]) == new
+
+
+def test_dotted_overrides_are_typed_and_reach_every_section(capsys):
+    cfg = printed(capsys, ["--config", str(TITOK), "--trainer.max_steps", "10", "--module.lr", "1e-3",
+                           "--data.root=/data", "--model.name", "titok_s_128", "--seed", "3",
+                           "--model.overrides.image_size", "32", "--checkpoint.every_n_train_steps", "5"])
+    assert cfg["trainer"]["max_steps"] == 10 and cfg["module"]["init_args"]["lr"] == 1e-3
+    assert cfg["data"]["init_args"]["root"] == "/data" and cfg["model"]["name"] == "titok_s_128"
+    assert cfg["model"]["overrides"] == {"image_size": 32} and cfg["seed"] == 3
+    assert cfg["checkpoint"]["every_n_train_steps"] == 5
+    assert "image_size" not in cfg["data"]["init_args"]  # filled from the model when the run starts
+
+
+@pytest.mark.parametrize("argv, hint", [
+    (["--trainer.max_stepz", "3"], "--trainer.max_steps"),
+    (["--modul.lr", "3"], "--module.lr"),
+    (["--module.lr", "abc"], "module.lr"),
+    (["--set", "module.lrr=3"], "'lr'"),
+    (["--set", "trainer.devicez=3"], "'devices'"),
+])
+def test_unknown_or_bad_keys_are_config_errors_with_suggestions(argv, hint):
+    with pytest.raises(ConfigError, match=hint.replace(".", r"\.")):
+        parse_train_command([str(TITOK), *argv])
+
+
+def test_unknown_option_exits_2_with_message(capsys):
+    assert main(["train", "--config", str(TITOK), "--trainer.max_stepz", "3"]) == 2
+    assert "did you mean --trainer.max_steps" in capsys.readouterr().err
+
+
+def test_module_and_data_swappable_by_class_path(tmp_path, capsys):
+    recipe = yaml.safe_load(TITOK.read_text())
+    recipe["module"] = {"class_path": "zoo.training.flow.FlowTokenizerModule", "init_args": {"lr": 2.0e-3}}
+    recipe["data"] = {"class_path": "zoo.training.data.ImageDataModule", "init_args": {"root": "x", "batch_size": 4}}
+    recipe["model"] = {"name": "flextok_nano"}
+    path = tmp_path / "swapped.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    cfg = printed(capsys, ["--config", str(path), "--module.init_args.lr", "3e-3"])
+    assert cfg["module"]["class_path"] == "zoo.training.flow.FlowTokenizerModule"
+    assert cfg["module"]["init_args"]["lr"] == 3e-3 and cfg["data"]["init_args"]["batch_size"] == 4
+    cfg = printed(capsys, [str(TITOK), "--module.class_path", "zoo.training.module.ImageTokenizerModule"])
+    assert cfg["module"]["class_path"] == "zoo.training.module.ImageTokenizerModule"
+    with pytest.raises(ConfigError, match="not a LightningModule"):
+        parse_train_command([str(TITOK), "--module.class_path", "zoo.training.data.ImageDataModule"])
+    with pytest.raises(ConfigError, match="cannot be imported"):
+        parse_train_command([str(TITOK), "--set", "data.class_path=zoo.nothing.Here"])
+
+
+def test_later_configs_override_earlier_ones(tmp_path):
+    extra = tmp_path / "extra.yaml"
+    extra.write_text("trainer: {max_steps: 7}\nmodule: {init_args: {lr: 5.0e-4}}\n")
+    cmd = parse_train_command(["--config", str(TITOK), "--config", str(extra), "--trainer.max_steps", "9"])
+    cfg = resolved_config(cmd)
+    assert cfg["trainer"]["max_steps"] == 9 and cfg["module"]["init_args"]["lr"] == 5e-4
+    assert cfg["module"]["init_args"]["warmup_steps"] == 50  # from the first config
+
+
+@pytest.mark.timeout(300)
+def test_tiny_run_from_config_form_quiet(image_folder, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(TITOK), "--data.root", str(image_folder), "--output_dir", str(run),
+                 "--trainer.max_steps", "3", "--model.overrides.image_size", "32", "--module.perceptual_weight", "0",
+                 "--data.batch_size", "4", "--trainer.limit_val_batches", "1", "--quiet"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out.strip().splitlines()[-1])["global_step"] == 3
+    assert "it/s" not in err and "Epoch 0" not in err  # no progress bar
+    assert (run / "export" / "config.json").is_file()
