@@ -106,3 +106,53 @@ def test_tiny_run_from_config_form_quiet(image_folder, tmp_path, capsys):
     assert json.loads(out.strip().splitlines()[-1])["global_step"] == 3
     assert "it/s" not in err and "Epoch 0" not in err  # no progress bar
     assert (run / "export" / "config.json").is_file()
+
+
+# -- --quiet on every long command ------------------------------------------------------------------
+@pytest.fixture
+def restore_quiet(monkeypatch):
+    import logging
+
+    monkeypatch.setenv("TQDM_DISABLE", "0")  # restored (removed) after the test
+    names = ("", "zoo", "lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning")
+    levels = {n: logging.getLogger(n).level for n in names}
+    yield
+    for n, level in levels.items():
+        logging.getLogger(n).setLevel(level)
+    from huggingface_hub.utils import enable_progress_bars
+    enable_progress_bars()
+
+
+def test_every_long_command_takes_quiet():
+    from zoo.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices
+    for name in ("tokenize", "tokenize-dataset", "convert", "eval"):
+        assert "--quiet" in sub[name]._option_string_actions, name
+    # train parses its own options: --quiet is one of them
+    assert parse_train_command([str(TITOK), "--quiet"]).quiet
+
+
+@pytest.mark.timeout(300)
+def test_eval_progress_bar_and_quiet(tmp_path, capsys, restore_quiet):
+    from conftest import make_image_folder
+
+    folder = make_image_folder(tmp_path / "imgs", 2, size=70)
+    base = ["eval", "--model", "titok_nano_32", "--random-init", "--data", str(folder), "--limit", "2",
+            "--batch-size", "1", "--no-fid"]
+    assert main(base + ["--out", str(tmp_path / "a.json")]) == 0
+    assert "eval: 100%" in capsys.readouterr().err  # the bar
+    assert main(base + ["--out", str(tmp_path / "b.json"), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "batch/s" not in err and "it/s" not in err and "INFO" not in err
+    assert json.loads((tmp_path / "b.json").read_text())["data"]["num_evaluated"] == 2
+
+
+def test_tokenize_quiet(tmp_path, capsys, restore_quiet):
+    from conftest import make_image_folder
+
+    folder = make_image_folder(tmp_path / "imgs", 2, size=70)
+    images = [str(p) for p in sorted(folder.iterdir())]
+    assert main(["tokenize", *images, "--model", "titok_nano_32", "--random-init", "--quiet"]) == 0
+    out, err = capsys.readouterr()
+    assert len(out.strip().splitlines()) == len(images) and "tokenize" not in err

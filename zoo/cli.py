@@ -77,7 +77,10 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
     device = next(model.parameters()).device
     rows: list[tuple[str, list[int]]] = []  # one row per input, in order (repeated inputs included)
     extras: list[dict] = []  # per row: length, score and reached with --target
-    for start in range(0, len(args.images), args.batch_size):  # read and encode a batch at a time
+    from tqdm import tqdm
+
+    batches = range(0, len(args.images), args.batch_size)
+    for start in tqdm(batches, desc="tokenize", unit="batch", disable=True if args.quiet else None):  # a batch at a time
         paths = args.images[start:start + args.batch_size]
         images = torch.cat([load_image(p, model.input_size) for p in paths]).to(device)
         encoded = encode_for_cli(model, images, args.num_tokens, args.target)
@@ -152,7 +155,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_convert(args: argparse.Namespace) -> int:
     from zoo.convert import convert_to_folder
 
-    model = convert_to_folder(args.source, args.path, args.model, args.output)
+    from tqdm import tqdm
+
+    with tqdm(total=1, desc=f"convert {args.source}", unit="checkpoint", disable=True if args.quiet else None) as bar:
+        model = convert_to_folder(args.source, args.path, args.model, args.output)
+        bar.update()
     print(f"wrote {args.output} ({model.name} from {args.source} {args.path})", file=sys.stderr)
     return 0
 
@@ -166,6 +173,28 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
     return value
+
+
+def quiet_option(s: argparse.ArgumentParser) -> None:
+    """-q/--quiet: no progress bar, no info logs (warnings and errors still show)."""
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no info logs")
+
+
+def apply_quiet(args: argparse.Namespace) -> None:
+    """What --quiet turns off: info logging (ours, Lightning's), tqdm bars, Hub download bars."""
+    import os
+
+    from zoo.training.cli_config import quiet_logging
+
+    quiet_logging()
+    os.environ["TQDM_DISABLE"] = "1"  # tqdm bars whose disable is not set explicitly
+    if hasattr(args, "no_progress"):
+        args.no_progress = True
+    try:
+        from huggingface_hub.utils import disable_progress_bars
+        disable_progress_bars()
+    except ImportError:
+        pass
 
 
 def audio_options(s: argparse.ArgumentParser) -> None:
@@ -203,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "are then padded with -1")
     s.set_defaults(func=cmd_tokenize)
     audio_options(s)
+    quiet_option(s)
 
     s = sub.add_parser("reconstruct", help="tokenize an image and decode it back")
     s.add_argument("image", type=Path)
@@ -227,12 +257,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", required=True, help="registered variant to load it into, e.g. titok_l_32")
     s.add_argument("-o", "--output", required=True, type=Path, help="output folder (save_pretrained layout)")
     s.set_defaults(func=cmd_convert)
+    quiet_option(s)
 
     from zoo.generate import add_generate_args, run_generate_cli
     from zoo.tokens.export import add_tokenize_dataset_args, run_tokenize_dataset_cli
 
     s = sub.add_parser("tokenize-dataset", help="encode an image/audio folder into token shards (resumable)")
     add_tokenize_dataset_args(s)
+    quiet_option(s)
     s.set_defaults(func=run_tokenize_dataset_cli)
 
     s = sub.add_parser("generate", help="sample an AR generator trained on tokens and decode (grid PNG / wav)")
@@ -251,12 +283,15 @@ def _add_optional_commands(sub) -> None:
         return
     s = sub.add_parser("eval", help="reconstruction metrics (PSNR, SSIM, rFID, pFID, ...) of a tokenizer")
     add_eval_args(s)
+    quiet_option(s)
     s.set_defaults(func=run_eval_cli)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
+    if getattr(args, "quiet", False):
+        apply_quiet(args)
     try:
         return args.func(args)
     except ZooError as e:
