@@ -188,3 +188,16 @@ def test_shipped_nano_generator_decodes_with_its_tokenizer():
     images = decode_samples(gen, tok, out)
     assert images.shape == (2, 3, 64, 64) and 0 <= float(images.min()) and float(images.max()) <= 1
     assert images[..., 2, :, :].mean() > images[..., 0, :, :].mean()  # the rocket class is sky blue
+
+
+def test_save_audio_writes_one_wav_per_clip(tmp_path):
+    import soundfile as sf
+
+    from zoo.generate import save_audio
+
+    clips = [torch.zeros(1, 800), torch.full((1, 400), 0.5)]
+    paths = save_audio(clips, tmp_path / "gen.wav", 8000)
+    assert [p.name for p in paths] == ["gen_000.wav", "gen_001.wav"]
+    data, sr = sf.read(paths[1])
+    assert sr == 8000 and data.shape == (400,) and abs(float(data.mean()) - 0.5) < 1e-3
+    assert save_audio(clips[:1], tmp_path / "one.wav", 8000) == [tmp_path / "one.wav"]
