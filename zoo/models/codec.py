@@ -415,9 +415,10 @@ def dac_16khz() -> CodecConfig:
 # CPU-sized codecs for tests, tutorials and the shipped demo checkpoint: 16 kHz speech, hop 320 (50 Hz).
 @register_model(AudioCodec, paper=None)
 def codec_nano_16khz() -> CodecConfig:
-    """Causal and streamable (EnCodec-style codes): 8 levels x 1024 codes at 50 Hz = 0.5-4 kbps."""
+    """Causal and streamable (EnCodec-style codes): 8 levels x 1024 codes at 50 Hz = 0.5-4 kbps. Snake
+    activations: on CPU-sized runs they learn speech markedly faster than ELU."""
     stack = dict(channels=1, dimension=64, n_filters=8, dilations=(1,), compress=2, true_skip=False,
-                 activation="elu", norm="weight_norm", causal=True, pad_mode="constant", lstm_layers=1)
+                 activation="snake", norm="weight_norm", causal=True, pad_mode="constant", lstm_layers=1)
     return CodecConfig(sample_rate=16_000, channels=1, encoder=SEANetConfig(strides=(2, 4, 5, 8), **stack),
                        decoder=SEANetConfig(strides=(8, 5, 4, 2), **stack), quantizer="ema", num_levels=8,
                        codebook_size=1024, commitment_weight=1.0, ema_decay=0.95, kmeans_init=True, kmeans_iters=10,
