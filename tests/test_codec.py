@@ -230,3 +230,19 @@ def test_encodec_style_reflect_padding_streams_exactly():
     dec = m.decoder_stream()
     out = torch.cat([dec.feed(whole[..., i:i + 1]) for i in range(whole.shape[-1])], dim=-1)
     assert (out - m.decode(whole)).abs().max() < 1e-5
+
+
+def test_shipped_nano_checkpoint():
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "checkpoints" / "codec_nano_16khz"
+    if not (folder / "model.safetensors").is_file():
+        pytest.skip("checkpoints/codec_nano_16khz is not in this checkout")
+    m = zoo.from_pretrained(folder)
+    wav = speechlike(1, 0.5, seed=7)
+    ids = m.encode(wav)
+    assert ids.shape == (1, 8, 25) and torch.equal(ids, m.encode(wav))
+    rec = m.decode(ids)
+    assert rec.shape == (1, 1, 8000) and torch.isfinite(rec).all()
+    stream = m.encoder_stream()
+    assert torch.equal(torch.cat([stream.feed(wav[..., :3000]), stream.feed(wav[..., 3000:]), stream.flush()], -1), ids)
