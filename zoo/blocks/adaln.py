@@ -48,7 +48,7 @@ class TimestepEmbedder(nn.Module):
         return emb
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        return self.mlp(self.features(t))
+        return self.mlp(self.features(t).to(self.mlp[0].weight.dtype))
 
 
 def expand_segments(mod: torch.Tensor, segments: Sequence[int]) -> torch.Tensor:

@@ -162,7 +162,7 @@ class FlexTokEncoder(nn.Module):
         nn.init.zeros_(self.to_latents.bias)
 
     def forward(self, latents: torch.Tensor) -> torch.Tensor:
-        x = self.patches(latents)
+        x = self.patches(latents.to(self.registers.dtype))
         b, n_patches = x.shape[:2]
         regs = self.registers[None].expand(b, -1, -1).to(x.dtype)
         mask = prefix_causal_mask(n_patches, regs.shape[1], device=x.device)
@@ -345,14 +345,14 @@ class FlexTok(ImageTokenizer):
             noise = torch.randn(shape, generator=generator, device=gen_device).to(device)
         elif tuple(noise.shape) != shape:
             raise InputError(f"noise must have shape {shape}, got {tuple(noise.shape)}")
-        codes = self.regularizer.ids_to_vectors(F.pad(ids, (0, c.num_registers - k)))
+        dtype = next(self.decoder.parameters()).dtype
+        codes = self.regularizer.ids_to_vectors(F.pad(ids, (0, c.num_registers - k))).to(dtype)
         keep_k = torch.full((b,), k, device=device, dtype=torch.long)
         guided = callable(guidance) or float(guidance) != 1.0
         if guided and c.cfg_dropout == 0:
             raise InputError(f"guidance scale {guidance!r} needs a null condition, but this model was configured "
                              "without one (cfg_dropout=0): use guidance=1.0")
         null = torch.ones(b, dtype=torch.bool, device=device)
-        dtype = next(self.decoder.parameters()).dtype
         with _frozen(self.decoder):
             return euler_sample(lambda x, t: self.decoder(x.to(dtype), t, codes, keep_k).float(),
                                 noise.float(), steps, guidance=guidance, norm_guidance=norm_guidance,
