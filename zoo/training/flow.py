@@ -59,6 +59,9 @@ class FlowTokenizerModule(ImageTokenizerModule):
             raise ConfigError(f"task 'flow' trains flow-decoder tokenizers (FlexTok); {type(self.model).__name__} "
                               "has no flow_forward")
         self.backbone = [load_backbone(repa_backbone)]  # a list: not a submodule, never saved or trained
+        if not isinstance(repa_backbone, (str, type(None))):  # a module object: keep it out of checkpoints
+            for hp in (self.hparams, getattr(self, "_hparams_initial", {})):
+                hp.pop("repa_backbone", None)
         if repa_weight > 0 and (self.backbone[0] is None or self.model.decoder.repa_head is None):
             raise ConfigError("repa_weight > 0 needs repa_backbone (a frozen feature extractor) and a model built "
                               "with repa_dim = the backbone's feature width")
