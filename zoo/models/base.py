@@ -75,11 +75,13 @@ class Tokenizer(nn.Module):
         return hub.save_pretrained(self, directory)
 
     def push_to_hub(self, repo_id: str, **kwargs: Any) -> str:
-        """Upload weights, config and a generated model card to the Hub repo ``repo_id``."""
+        """Upload weights, config and a model card (``card=`` Markdown, e.g. a bundled checkpoint's
+        card from ``zoo.model_card.checkpoint_card``; else one generated with ``metrics=``) to ``repo_id``."""
         from zoo import hub
         from zoo.model_card import render_model_card
 
-        card = render_model_card(self, repo_id=repo_id, metrics=kwargs.pop("metrics", None))
+        metrics = kwargs.pop("metrics", None)
+        card = kwargs.pop("card", None) or render_model_card(self, repo_id=repo_id, metrics=metrics)
         return hub.push_to_hub(self, repo_id, card=card, **kwargs)
 
     # -- ids inside an LLM vocabulary (zoo.tokens.vocab) ---------------------------------------------
