@@ -57,12 +57,16 @@ def from_pretrained(name_or_path: str | Path, revision: str | None = None, *, ca
     try:
         entry = get_entry(name)
     except UnknownModelError as e:
-        raise UnknownModelError(f"{e}; not a local directory, not under checkpoints/ and not a Hub repo id "
-                                "(owner/name)") from None
+        looked = ", ".join(dict.fromkeys(str(d) for d in hub.checkpoint_dirs()))
+        raise UnknownModelError(f"{e}; not a local directory, not a checkpoint folder (looked in {looked}; "
+                                "$ZOO_CHECKPOINTS adds a folder) and not a Hub repo id (owner/name)") from None
     repo = entry.meta.get("official_repo")
     if not repo:
-        raise CheckpointError(f"no pretrained weights are published for {name!r}; zoo.create({name!r}) builds it "
-                              f"with fresh weights, or put a save_pretrained folder at checkpoints/{name}/")
+        looked = ", ".join(dict.fromkeys(str(d / name) for d in hub.checkpoint_dirs()))
+        raise CheckpointError(f"no pretrained weights are published for {name!r} and no checkpoint folder of that "
+                              f"name was found (looked in {looked}; $ZOO_CHECKPOINTS adds a folder); zoo.create("
+                              f"{name!r}) builds it with fresh weights, or put a save_pretrained folder at "
+                              f"checkpoints/{name}/")
     directory = hub.download(repo, revision=revision, cache_dir=cache_dir, endpoint=endpoint, token=token,
                              local_files_only=local_files_only, config_required=False)
     return load_official(name, directory, map_location=map_location)

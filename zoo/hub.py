@@ -5,8 +5,9 @@ config dicts and duck-typed models), so the model base class can use it. Buildin
 folder is :mod:`zoo.factory`'s job. :func:`resolve` finds the folder of ``name_or_path``, in order:
 
 1. a local directory written by :func:`save_pretrained`;
-2. ``<checkpoints>/<name>`` where ``<checkpoints>`` is ``$ZOO_CHECKPOINTS``, ``./checkpoints`` or the
-   ``checkpoints/`` folder of a source checkout;
+2. ``<checkpoints>/<name>`` where ``<checkpoints>`` is ``$ZOO_CHECKPOINTS``, ``./checkpoints``, an
+   installed wheel's ``<prefix>/share/tokenizer-zoo/checkpoints`` or the ``checkpoints/`` folder of a
+   source checkout;
 3. a Hugging Face Hub repo id (``owner/name``), downloaded through ``huggingface_hub``'s cache
    with ``revision`` pinning. ``$HF_ENDPOINT`` (read at call time) points at another Hub server.
 """
@@ -114,8 +115,19 @@ def checkpoint_dirs() -> list[Path]:
     if os.environ.get("ZOO_CHECKPOINTS"):
         dirs.append(Path(os.environ["ZOO_CHECKPOINTS"]))
     dirs.append(Path.cwd() / "checkpoints")
+    dirs += installed_checkpoint_dirs()
     dirs.append(Path(__file__).resolve().parents[1] / "checkpoints")
     return dirs
+
+
+def installed_checkpoint_dirs() -> list[Path]:
+    """Where a wheel puts the bundled checkpoints (pyproject's data-files): ``<prefix>/share/tokenizer-zoo/
+    checkpoints`` of the environment, and of the user base for ``pip install --user``."""
+    import site
+    import sysconfig
+
+    bases = [sysconfig.get_path("data"), site.getuserbase()]
+    return [Path(b) / "share" / "tokenizer-zoo" / "checkpoints" for b in dict.fromkeys(bases) if b]
 
 
 def resolve(name_or_path: str | Path, revision: str | None = None, *, cache_dir: str | Path | None = None,
