@@ -156,3 +156,12 @@ def test_tokenize_quiet(tmp_path, capsys, restore_quiet):
     assert main(["tokenize", *images, "--model", "titok_nano_32", "--random-init", "--quiet"]) == 0
     out, err = capsys.readouterr()
     assert len(out.strip().splitlines()) == len(images) and "tokenize" not in err
+
+
+def test_help_lists_run_options_and_section_keys(capsys):
+    assert main(["train", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--print_config" in out and "--trainer.devices" in out and "--module.lr" in out
+    assert main(["train", "--config", str(RECIPES[0]), "--help"]) == 0
+    assert "--data.root" in capsys.readouterr().out
+    assert main(["train"]) == 2 and "give a recipe" in capsys.readouterr().err

@@ -50,6 +50,18 @@ CLASS_KEYS = ("task", "module.class_path", "data.class_path")
 USAGE = ("usage: zoo train [RECIPE] [--config FILE ...] [--SECTION.KEY VALUE ...] [--set KEY=VALUE ...]\n"
          "                 [--print_config] [--resume last|auto|CKPT] [--quiet]")
 
+RUN_OPTIONS = """\
+  RECIPE, --config FILE   the recipe YAML (--config repeatable: later files override earlier ones)
+  --SECTION.KEY VALUE     override any value below (typed); --set SECTION.KEY=VALUE: the same, as YAML
+  --module.class_path / --data.class_path   swap the LightningModule / DataModule (default: the task's)
+  --print_config          print the fully resolved config (YAML) and exit
+  --resume last|auto|CKPT 'last': the run's last.ckpt (an error if none); 'auto': last.ckpt if it exists,
+                          else start fresh; or a .ckpt path. SIGINT/SIGTERM save last.ckpt at the current
+                          step and exit with 128+signal
+  -q, --quiet             no progress bar, no info logs
+
+The keys of the default task (image) follow; --config RECIPE --help lists those of its classes."""
+
 
 @dataclass
 class TrainCommand:
@@ -160,7 +172,8 @@ def make_parser(classes: dict[str, type]):
     """A jsonargparse parser of every recipe key (nothing required: the recipe checks that)."""
     from jsonargparse import ArgumentParser
 
-    p = ArgumentParser(prog="zoo train", exit_on_error=False, usage=USAGE)
+    p = ArgumentParser(prog="zoo train", exit_on_error=False, usage=USAGE.removeprefix("usage: "),
+                       description=RUN_OPTIONS, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output_dir", type=Optional[str], default=None, help="default: runs/<model.name>")
     p.add_argument("--task", type=Optional[str], default=None, help="zoo.training.tasks name (default: image)")
