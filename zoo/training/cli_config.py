@@ -38,8 +38,8 @@ import yaml
 
 from zoo.config import check_kwargs
 from zoo.errors import ConfigError
-from zoo.training.recipe import (CHECKPOINT_DEFAULTS, TRAINER_DEFAULTS, check_recipe, load_recipe, output_dir,
-                                 section_class, set_dotted, train)
+from zoo.training.recipe import (CHECKPOINT_DEFAULTS, TRAINER_DEFAULTS, _expand, check_recipe, load_recipe,
+                                 output_dir, section_class, set_dotted, train)
 from zoo.training.tasks import get_task
 
 # parameters that build() sets itself (never from the recipe)
@@ -153,7 +153,7 @@ def read_recipe(configs: list[str], sets: list[str]) -> dict[str, Any]:
     for item in sets:
         key = item.partition("=")[0].strip()
         set_dotted(recipe, item.replace(".init_args.", ".", 1) if key.count(".init_args.") else item)
-    return recipe
+    return _expand(recipe) if sets else recipe  # $VARS in --set values, as load_recipe does
 
 
 # -- the typed parser -----------------------------------------------------------------------------
