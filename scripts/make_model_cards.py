@@ -59,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {args.out / name}.md (variant)")
     for folder in filter(lambda f: wanted(f.name), bundled(args.checkpoints)):
         model = load_checkpoint(folder)
-        grid = next((p for p in (r / f"{folder.name}_grid.png" for r in args.results if r.is_dir()) if p.is_file()), None)
+        grid = next((p for r in args.results if r.is_dir() for kind in ("grid", "spectrogram")
+                     if (p := r / f"{folder.name}_{kind}.png").is_file()), None)
         rel = None if grid is None else Path("..") / grid.resolve().relative_to(args.out.resolve().parent) \
             if grid.resolve().is_relative_to(args.out.resolve().parent) else grid
         card = checkpoint_card(model, folder, results, grid=None if rel is None else rel.as_posix())

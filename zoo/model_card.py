@@ -54,7 +54,7 @@ def measured_section(model: Any, results: list[dict[str, Any]]) -> tuple[list[st
             lines += ["| " + " | ".join(_fmt(row.get(k)) if row.get(k) is not None else "-" for k in cols) + " |"
                       for row in rows]
             cfg = (r.get("model") or {}).get("config")
-            ours = dataclasses.asdict(model.config)
+            ours = json.loads(json.dumps(dataclasses.asdict(model.config), default=str))  # tuples as JSON lists
             if isinstance(cfg, dict) and any(k not in ours or ours[k] != v for k, v in cfg.items()):
                 lines += ["", "**These numbers were measured on weights whose config differs from this "
                           "checkpoint's; re-measure with `zoo eval`.**"]
