@@ -165,3 +165,15 @@ def test_help_lists_run_options_and_section_keys(capsys):
     assert main(["train", "--config", str(RECIPES[0]), "--help"]) == 0
     assert "--data.root" in capsys.readouterr().out
     assert main(["train"]) == 2 and "give a recipe" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(300)
+def test_printed_config_trains(image_folder, tmp_path, capsys):
+    cfg = printed(capsys, [str(TITOK), "--data.root", str(image_folder), "--output_dir", str(tmp_path / "run"),
+                           "--trainer.max_steps", "2", "--model.overrides.image_size", "32",
+                           "--module.perceptual_weight", "0", "--data.batch_size", "4",
+                           "--trainer.limit_val_batches", "1", "--trainer.enable_progress_bar", "false"])
+    path = tmp_path / "printed.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["train", "--config", str(path), "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["global_step"] == 2
