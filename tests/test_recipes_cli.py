@@ -177,3 +177,13 @@ def test_printed_config_trains(image_folder, tmp_path, capsys):
     path.write_text(yaml.safe_dump(cfg))
     assert main(["train", "--config", str(path), "--quiet"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["global_step"] == 2
+
+
+def test_print_config_skip_null(capsys):
+    full = printed(capsys, [str(TITOK)])
+    assert main(["train", str(TITOK), "--print_config=skip_null"]) == 0
+    short = yaml.safe_load(capsys.readouterr().out)
+    assert full["trainer"]["max_epochs"] is None and "max_epochs" not in short["trainer"]
+    assert short["module"]["init_args"]["lr"] == 1e-3 and "disc_lr" not in short["module"]["init_args"]
+    with pytest.raises(ConfigError, match="skip_null"):
+        parse_train_command([str(TITOK), "--print_config=yes"])

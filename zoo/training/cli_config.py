@@ -54,7 +54,7 @@ RUN_OPTIONS = """\
   RECIPE, --config FILE   the recipe YAML (--config repeatable: later files override earlier ones)
   --SECTION.KEY VALUE     override any value below (typed); --set SECTION.KEY=VALUE: the same, as YAML
   --module.class_path / --data.class_path   swap the LightningModule / DataModule (default: the task's)
-  --print_config          print the fully resolved config (YAML) and exit
+  --print_config[=skip_null]  print the fully resolved config (YAML) and exit (skip_null: without nulls)
   --resume last|auto|CKPT 'last': the run's last.ckpt (an error if none); 'auto': last.ckpt if it exists,
                           else start fresh; or a .ckpt path. SIGINT/SIGTERM save last.ckpt at the current
                           step and exit with 128+signal
@@ -69,7 +69,7 @@ class TrainCommand:
 
     recipe: dict[str, Any]
     resume: str | None = None
-    print_config: bool = False
+    print_config: bool | str = False  # True, or "skip_null"
     quiet: bool = False
     help: bool = False
     classes: dict[str, type] = field(default_factory=dict)
@@ -98,8 +98,10 @@ def split_argv(argv: list[str]) -> tuple[dict[str, Any], list[tuple[str, str]]]:
 
         if arg in ("-h", "--help"):
             opts["help"] = True
-        elif key == "--print_config":
-            opts["print_config"] = True
+        elif key == "--print_config":  # LightningCLI's --print_config=skip_null drops the null values
+            if eq and inline not in ("skip_null", ""):
+                raise ConfigError(f"--print_config takes no value or skip_null, got {inline!r}")
+            opts["print_config"] = "skip_null" if inline == "skip_null" else True
         elif arg in ("-q", "--quiet"):
             opts["quiet"] = True
         elif key in ("--config", "-c"):
@@ -310,6 +312,10 @@ def _plain(v: Any) -> Any:
     return str(v)
 
 
+def _skip_null(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: _skip_null(v) if isinstance(v, dict) else v for k, v in d.items() if v is not None}
+
+
 def _derived_data_keys(task) -> set[str]:
     """Keys the task fills in ``data`` from the built module (asked of a stand-in module)."""
     class Probe:
@@ -370,7 +376,10 @@ def run_train(argv: list[str]) -> int:
         print(help_text(cmd))
         return 0
     if cmd.print_config:
-        print(yaml.safe_dump(resolved_config(cmd), sort_keys=False, default_flow_style=False), end="")
+        config = resolved_config(cmd)
+        if cmd.print_config == "skip_null":
+            config = _skip_null(config)
+        print(yaml.safe_dump(config, sort_keys=False, default_flow_style=False), end="")
         return 0
     recipe = copy.deepcopy(cmd.recipe)
     if cmd.quiet:
