@@ -108,3 +108,17 @@ def test_zoo_convert_reads_official_dac_pickle(tmp_path):
     model = convert_checkpoint("official-dac", tmp_path, model)
     io = load_file(str(folder / "io.safetensors"))
     assert torch.equal(model.encode(io["wav"]), io["codes_3"].long())
+
+
+def test_zoo_convert_reads_the_official_encodec_th_file(tmp_path):
+    """The official EnCodec release is a pickle named ``*.th``: it converts as it is (weights_only)."""
+    from zoo.convert import convert_checkpoint
+
+    case = sorted(p for p in (FIXTURES / "encodec").iterdir() if p.is_dir())[0]
+    meta = json.loads((case / "case.json").read_text())
+    torch.save(load_file(str(case / "official.safetensors")), tmp_path / "encodec_24khz-d7cc33bc.th")
+    model = AudioCodec(make_config(CodecConfig, meta["zoo_config"]), name="encodec_case")
+    model = convert_checkpoint("official-encodec", tmp_path, model)  # found by its official file name
+    reference, _ = _load("encodec", case.name)
+    wav = 0.1 * torch.randn(1, model.channels, 4 * model.hop_length, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(model.encode(wav), reference.encode(wav))

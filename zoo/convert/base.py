@@ -27,7 +27,7 @@ CheckConfigFn = Callable[[dict[str, Any], nn.Module], None]
 
 # Weight files looked for in a checkpoint folder, in order.
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.bin", "model.pt", "model.pth")
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".th", ".ckpt")
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ vector-quantize-pytorch's ``quantizer.rvq.layers.<l>._codebook.*`` (with its lea
 Every key is mapped explicitly; anything else raises :class:`CheckpointError` naming it.
 
 ``zoo convert --from official-encodec FILE --model encodec_24khz -o DIR`` reads pickles with
-``weights_only=True`` by suffix (.pth/.pt/.bin): rename the official ``.th`` file to ``.pth`` first.
+``weights_only=True`` by suffix (.th/.pth/.pt/.bin), so the official ``.th`` file converts as it is.
 """
 
 from __future__ import annotations
@@ -62,7 +62,8 @@ def convert_encodec_state_dict(state: dict[str, torch.Tensor], model: nn.Module 
 
 
 register_converter("official-encodec", convert_encodec_state_dict, family="codec",
-                   weight_files=("encodec_24khz-d7cc33bc.pth", "encodec_48khz-7e698e3e.pth", *WEIGHT_FILES),
+                   weight_files=("encodec_24khz-d7cc33bc.th", "encodec_48khz-7e698e3e.th", "encodec_24khz-d7cc33bc.pth",
+                                 "encodec_48khz-7e698e3e.pth", *WEIGHT_FILES),
                    description="facebookresearch/encodec EnCodec 24/48 kHz")
 
 __all__ = ["convert_encodec_state_dict", "official_encodec_key"]
