@@ -123,11 +123,15 @@ def test_convert_cli_and_bad_checkpoints(tmp_path):
 def test_distillation_loss_falls_in_a_short_run():
     torch.manual_seed(0)
     model = zoo.create("dm_codec_nano_16khz").train()
+    # codebooks held still (no EMA updates, k-means or dead-code restarts, whose jumps made 25 steps
+    # at lr 3e-3 fall by 0.02-0.09 depending on the thread count): the encoder learns through the
+    # straight-through features and the head directly
+    model.quantizer.eval()
     wav = 0.2 * torch.randn(4, 1, 3_200)
     teacher = torch.randn(4, 10, 384).cumsum(1)  # a smooth target along time
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-2)
     losses = []
-    for _ in range(25):
+    for _ in range(30):
         out = model(wav)
         loss = d_axis_loss(model.distill_features(out.extras["latents"], out.ids, "1:8"), teacher)
         opt.zero_grad()
