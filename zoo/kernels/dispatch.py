@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import math
 import os
 import sys
 from pathlib import Path
@@ -181,10 +182,8 @@ def rfsq_quantize(h: torch.Tensor, levels, scales: torch.Tensor, symmetric: bool
     if resolve_backend(backend, h.device) == "triton" and h.dtype == torch.float32:
         counts = None
         if count:
-            k = 1
-            for v in levels:
-                k *= int(v)
-            counts = torch.zeros(scales.shape[0], k, dtype=torch.float32, device=h.device)
+            counts = torch.zeros(scales.shape[0], math.prod(int(v) for v in levels), dtype=torch.float32,
+                                 device=h.device)
         quantized, ids = builtin_kernel().rfsq_quantize(h, list(levels), scales, symmetric=symmetric,
                                                         hard_clamp=hard_clamp, counts=counts)
         return quantized, ids, counts

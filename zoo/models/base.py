@@ -327,11 +327,13 @@ class AudioTokenizer(Tokenizer):
         return wav
 
     def forward(self, wav: torch.Tensor) -> TokenizerOutput:
-        """wav (B, C, T) -> reconstruction (B, C, T'), ids (B, L, N) and quantizer losses (training)."""
+        """wav (B, C, T) -> reconstruction (B, C, T'), ids (B, L, N) and quantizer losses (training);
+        ``extras["latents"]``: the pre-quantization latents (B, N, D), e.g. for feature distillation."""
         check_waveform(wav, channels=self.channels, sample_rate=self.sample_rate, given_rate=None,
                        min_samples=self.hop_length)
-        quantized, ids, aux = self.quantizer(self.encode_latents(wav))
-        return TokenizerOutput(self.decode_latents(quantized), ids.transpose(1, 2), aux)
+        latents = self.encode_latents(wav)
+        quantized, ids, aux = self.quantizer(latents)
+        return TokenizerOutput(self.decode_latents(quantized), ids.transpose(1, 2), aux, {"latents": latents})
 
     # -- hooks for subclasses -------------------------------------------------------------------
     def encode_latents(self, wav: torch.Tensor) -> torch.Tensor:

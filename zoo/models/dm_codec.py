@@ -23,10 +23,8 @@ from torch import nn
 
 from zoo.blocks.seanet import SEANetConfig
 from zoo.errors import ConfigError, InputError
-from zoo.models.base import TokenizerOutput
 from zoo.models.codec import AudioCodec, CodecConfig
 from zoo.registry import register_model
-from zoo.audio import check_waveform
 
 
 @dataclass
@@ -83,19 +81,11 @@ class DMCodec(AudioCodec):
         super().__init__(config, name)
         self.transform = nn.Linear(config.encoder.dimension, config.distill_dim)
 
-    def forward(self, wav: torch.Tensor) -> TokenizerOutput:
-        """As :meth:`AudioCodec.forward`, plus ``extras["latents"]``: the pre-quantization latents (B, N, D)."""
-        check_waveform(wav, channels=self.channels, sample_rate=self.sample_rate, given_rate=None,
-                       min_samples=self.hop_length)
-        latents = self.encode_latents(wav)
-        quantized, ids, aux = self.quantizer(latents)
-        return TokenizerOutput(self.decode_latents(quantized), ids.transpose(1, 2), aux, {"latents": latents})
-
     def level_features(self, latents: torch.Tensor, ids: torch.Tensor, levels: int | str | tuple[int, int]
                        ) -> torch.Tensor:
         """The codes of the selected levels, summed, with a straight-through gradient to ``latents``.
 
-        latents: (B, N, D) pre-quantization; ids: (B, L, N) as ``forward`` returns them (levels that
+        latents: (B, N, D) pre-quantization (``forward(...).extras["latents"]``); ids: (B, L, N) as ``forward`` returns them (levels that
         quantizer dropout skipped hold -1 and add nothing). Returns (B, N, D).
         """
         if latents.ndim != 3 or ids.ndim != 3 or ids.shape[0] != latents.shape[0] or ids.shape[2] != latents.shape[1]:

@@ -25,6 +25,12 @@ from zoo.errors import InputError
 log = logging.getLogger(__name__)
 
 
+def read_transcript(path: Path) -> str:
+    """The transcript in the ``.txt`` file beside the audio file ``path`` ("" when missing)."""
+    txt = Path(path).with_suffix(".txt")
+    return txt.read_text(encoding="utf-8").strip() if txt.is_file() else ""
+
+
 class AudioFolder(Dataset):
     """Crops of ``files``: (channels, segment) float tensors (or dicts with transcripts)."""
 
@@ -54,8 +60,7 @@ class AudioFolder(Dataset):
             wav = F.pad(wav, (0, self.segment - wav.shape[-1]))
         if not self.transcripts:
             return wav
-        txt = self.files[i].with_suffix(".txt")
-        return {"wav": wav, "text": txt.read_text(encoding="utf-8").strip() if txt.is_file() else ""}
+        return {"wav": wav, "text": read_transcript(self.files[i])}
 
 
 def readable_audio(root: str | Path, limit: int | None = None) -> list[Path]:
@@ -96,11 +101,16 @@ class AudioDataModule(L.LightningDataModule):
         self.train_set: AudioFolder | None = None
         self.val_set: AudioFolder | None = None
 
-    def setup(self, stage: str | None = None) -> None:
+    def split_files(self) -> tuple[list[Path], list[Path]]:
+        """(train, val) readable files of the folder: a seeded shuffle, ``val_fraction`` held out
+        (at least one file when there are two or more)."""
         files = readable_audio(self.root, self.limit)
         perm = torch.randperm(len(files), generator=torch.Generator().manual_seed(self.seed)).tolist()
         n_val = max(1, int(round(len(files) * self.val_fraction))) if len(files) > 1 else 0
-        val, train = [files[i] for i in perm[:n_val]], [files[i] for i in perm[n_val:]]
+        return [files[i] for i in perm[n_val:]], [files[i] for i in perm[:n_val]]
+
+    def setup(self, stage: str | None = None) -> None:
+        train, val = self.split_files()
         kw = dict(transcripts=self.transcripts, cache=self.cache)
         self.train_set = AudioFolder(train or val, self.sample_rate, self.channels, self.segment, train=True, **kw)
         self.val_set = AudioFolder(val or train, self.sample_rate, self.channels, self.segment, train=False, **kw)
@@ -114,4 +124,4 @@ class AudioDataModule(L.LightningDataModule):
         return DataLoader(self.val_set, batch_size=self.batch_size, num_workers=self.num_workers)
 
 
-__all__ = ["AudioDataModule", "AudioFolder", "readable_audio"]
+__all__ = ["AudioDataModule", "AudioFolder", "read_transcript", "readable_audio"]

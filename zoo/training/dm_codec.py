@@ -30,14 +30,15 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from zoo.audio import load_audio, resample as resample_audio
 from zoo.errors import ConfigError, InputError
 from zoo.io import atomic_write
 from zoo.metrics.asr import normalize_text
-from zoo.training.audio_data import AudioDataModule, readable_audio
+from zoo.models.dm_codec import parse_levels
+from zoo.training.audio_data import AudioDataModule, read_transcript
 from zoo.training.audio_module import AudioCodecModule
 from zoo.training.distill import WordSpan, align_frames, get_loss, positional_alignment, timestamp_alignment
 from zoo.training.teachers import (TEACHER_RATE, HFSpeechTeacher, HFTextTeacher, WhisperEncoderTeacher,
@@ -50,10 +51,15 @@ TEXT_SOURCES = ("transcript", "asr")
 
 
 # -- teachers from recipe values -------------------------------------------------------------------
+def teacher_off(spec: str | None) -> bool:
+    """True for a recipe value that turns a teacher off (None, "" or "none")."""
+    return spec in (None, "", "none")
+
+
 def build_speech_teacher(spec: str | None):
     """``"whisper"`` (offline default: Whisper tiny.en encoder), ``"whisper:PATH"``, ``"hf:ID_OR_PATH"``
     (e.g. ``hf:facebook/hubert-base-ls960``, the official teacher) or None (no SM teacher)."""
-    if spec in (None, "", "none"):
+    if teacher_off(spec):
         return None
     if spec == "whisper":
         return WhisperEncoderTeacher()
@@ -66,7 +72,7 @@ def build_speech_teacher(spec: str | None):
 
 def build_text_teacher(spec: str | None):
     """``"minilm"`` (offline default), ``"hf:ID_OR_PATH"`` (e.g. ``hf:bert-base-uncased``, official) or None."""
-    if spec in (None, "", "none"):
+    if teacher_off(spec):
         return None
     if spec == "minilm":
         return HFTextTeacher()
@@ -142,13 +148,13 @@ class TeacherFeatures:
     # teachers load on first use: a fully cached dataset never loads them
     @property
     def sm(self):
-        if self._sm is None and self.spec.speech_teacher not in (None, "", "none"):
+        if self._sm is None and not teacher_off(self.spec.speech_teacher):
             self._sm = build_speech_teacher(self.spec.speech_teacher)
         return self._sm
 
     @property
     def lm(self):
-        if self._lm is None and self.spec.text_teacher not in (None, "", "none"):
+        if self._lm is None and not teacher_off(self.spec.text_teacher):
             self._lm = build_text_teacher(self.spec.text_teacher)
         return self._lm
 
@@ -159,14 +165,10 @@ class TeacherFeatures:
             self._asr = load_default_asr()
         return self._asr
 
-    def transcript(self, path: Path) -> str:
-        txt = path.with_suffix(".txt")
-        return txt.read_text(encoding="utf-8").strip() if txt.is_file() else ""
-
     def __call__(self, path: Path, wav: torch.Tensor) -> dict[str, torch.Tensor]:
         spec = self.spec
-        text = self.transcript(path) if spec.text_teacher not in (None, "", "none") else ""
-        if spec.text_teacher not in (None, "", "none") and spec.text_source == "transcript" and not text:
+        text = "" if teacher_off(spec.text_teacher) else read_transcript(path)
+        if not teacher_off(spec.text_teacher) and spec.text_source == "transcript" and not text:
             raise InputError(f"{path}: the LM teacher is on but there is no transcript ({path.with_suffix('.txt')} "
                              "is missing or empty); add one, or set data.text_source=asr to use the offline ASR's "
                              "transcript, or data.text_teacher=none")
@@ -279,18 +281,11 @@ class DistillAudioDataModule(AudioDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        files = readable_audio(self.root, self.limit)
-        perm = torch.randperm(len(files), generator=torch.Generator().manual_seed(self.seed)).tolist()
-        n_val = max(1, int(round(len(files) * self.val_fraction))) if len(files) > 1 else 0
-        val, train = [files[i] for i in perm[:n_val]], [files[i] for i in perm[n_val:]]
+        train, val = self.split_files()
         train_items = self._items(train or val)
         val_items = self._items(val) if val else train_items
         self.train_set = DistillAudioFolder(train_items, self.segment, self.hop_length, train=True)
         self.val_set = DistillAudioFolder(val_items, self.segment, self.hop_length, train=False)
-
-    def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True,
-                          drop_last=len(self.train_set) >= self.batch_size, num_workers=self.num_workers)
 
 
 # -- the LightningModule --------------------------------------------------------------------------
@@ -313,7 +308,6 @@ class DMCodecModule(AudioCodecModule):
         for name, value in (("distill_weight", distill_weight), ("sm_weight", sm_weight), ("lm_weight", lm_weight)):
             if not value >= 0:
                 raise ConfigError(f"module.{name} must be >= 0, got {value}")
-        from zoo.models.dm_codec import parse_levels
         parse_levels(sm_levels, self.model.num_levels)
         parse_levels(lm_levels, self.model.num_levels)
         self.distill_fn = get_loss(distill_loss)
@@ -332,10 +326,10 @@ class DMCodecModule(AudioCodecModule):
 
     def extra_losses(self, batch: Any, out: Any) -> dict[str, torch.Tensor]:
         hp = self.hparams
-        if hp.distill_weight == 0 or not isinstance(batch, dict):
-            if hp.distill_weight and not isinstance(batch, dict):
-                raise ConfigError("task dm_codec needs batches with teacher features (DistillAudioDataModule)")
+        if not hp.distill_weight:
             return {}
+        if not isinstance(batch, dict):
+            raise ConfigError("task dm_codec needs batches with teacher features (DistillAudioDataModule)")
         frame_mask = batch.get("frame_mask")
         parts: dict[str, torch.Tensor] = {}
         if hp.sm_weight:

@@ -6,6 +6,8 @@ as the zoo layer it replaces (``zoo.kernels.layers``); ``kernelize`` binds it to
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -47,9 +49,7 @@ class RFSQRound(nn.Module):
                 count: bool = True):
         counts = None
         if count:
-            k = 1
-            for v in levels:
-                k *= int(v)
-            counts = torch.zeros(scales.shape[0], k, dtype=torch.float32, device=h.device)
+            counts = torch.zeros(scales.shape[0], math.prod(int(v) for v in levels), dtype=torch.float32,
+                                 device=h.device)
         quantized, ids = rfsq_quantize(h, levels, scales, symmetric=symmetric, hard_clamp=hard_clamp, counts=counts)
         return quantized, ids, counts
