@@ -197,3 +197,65 @@ def test_euclidean_official_codebook_is_not_normalized():
     assert torch.equal(out["quantize.vq._codebook.embed"][0], codes)
     out = convert_titok_state_dict(official, use_cosine=True)
     assert torch.allclose(out["quantize.vq._codebook.embed"][0].norm(dim=-1), torch.ones(16))
+
+
+def small_fsq(**kw):
+    """titok_micro_128_fsq's design (FSQ tokens, conv pixel head) at test size."""
+    return zoo.create("titok_micro_128_fsq", image_size=32, num_tokens=16, encoder_depth=1, decoder_depth=1, **kw)
+
+
+def test_fsq_conv_variant_contract_and_round_trip(tmp_path):
+    torch.manual_seed(0)
+    model = small_fsq().eval()
+    assert model.vocab_size == 64_000 and model.bits_per_image == pytest.approx(16 * 15.9658, abs=1e-3)
+    x = torch.rand(3, 3, 32, 32)
+    ids = model.encode(x)
+    assert ids.shape == (3, 16) and ids.dtype == torch.int64 and 0 <= ids.min() and ids.max() < 64_000
+    assert torch.equal(ids, model.encode(x)) and torch.equal(ids[1:2], model.encode(x[1:2]))
+    out = model.decode(ids)
+    assert out.shape == x.shape and 0 <= out.min() and out.max() <= 1
+    model.save_pretrained(tmp_path / "m")
+    again = zoo.from_pretrained(tmp_path / "m")
+    assert again.config.quantizer == "fsq" and again.config.decoder_head == "conv"
+    assert torch.equal(again.encode(x), ids)
+    assert torch.equal(again.decode(ids), out)
+
+
+def test_fsq_variant_trains():
+    torch.manual_seed(0)
+    model = small_fsq().train()
+    x = torch.rand(4, 3, 32, 32)
+    opt = torch.optim.Adam(model.parameters(), 3e-3)
+    losses = []
+    for _ in range(30):
+        loss = (model(x).reconstruction - x).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(quantizer="fsq", token_dim=12), r"token_dim.*len\(fsq_levels\) = 6"),
+    (dict(quantizer="fsq", token_dim=2, fsq_levels=(2, 8)), "fsq_levels"),
+    (dict(decoder_head="convs"), "decoder_head"),
+    (dict(grid_seeded=True, num_tokens=48), "num_tokens.*multiple of the 64 patches"),
+])
+def test_fsq_and_head_options_are_checked(kw, match):
+    from zoo.errors import ConfigError
+    with pytest.raises(ConfigError, match=match):
+        zoo.create("titok_nano_32", **kw)
+
+
+def test_grid_seeded_decoder_reads_prefixes():
+    """A grid-seeded decoder accepts a prefix of the tokens (the missing ones count as zeros), as the
+    variable-length models need, and the full sequence decodes as decode() does."""
+    torch.manual_seed(0)
+    model = small_fsq().eval()
+    ids = model.encode(torch.rand(2, 3, 32, 32))
+    latents = model.quantizer.ids_to_vectors(ids)
+    full = model.decoder(latents)
+    assert torch.allclose(full.clamp(0, 1), model.decode(ids), atol=1e-5)
+    assert model.decoder(latents[:, :5]).shape == full.shape
+    assert not torch.allclose(model.decoder(latents[:, :5]), full)

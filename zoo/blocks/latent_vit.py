@@ -9,8 +9,9 @@ a head turns into pixels (or proxy-code logits). One-D-Piece, FlexTok and SEED r
 from __future__ import annotations
 
 import torch
-from einops import rearrange, repeat
+from einops import rearrange, reduce, repeat
 from torch import nn
+from torch.nn import functional as F
 
 from zoo.blocks.attention import Transformer
 from zoo.blocks.patch import PatchEmbed, unpatchify
@@ -21,11 +22,18 @@ class LatentTokenEncoder(nn.Module):
 
     The latent token embeddings themselves are owned by the model (``latent_tokens`` in TiTok) and
     passed in, so that variants can share or extend them.
+
+    ``grid_seeded``: latent token i also starts from the embedding of patch ``i // (num_latent / grid²)``
+    (each patch seeds ``num_latent / grid²`` consecutive tokens). The paper's latents start from learned
+    constants only and must first learn which patches to read, a long plateau on small budgets; seeded
+    latents start local and the transformer still mixes them globally.
     """
 
     def __init__(self, image_size: int, patch_size: int, width: int, depth: int, num_heads: int,
-                 num_latent: int, out_dim: int, mlp_ratio: float = 4.0, legacy_layout: bool = False):
+                 num_latent: int, out_dim: int, mlp_ratio: float = 4.0, legacy_layout: bool = False,
+                 grid_seeded: bool = False):
         super().__init__()
+        self.grid_seeded = grid_seeded
         self.legacy_layout = legacy_layout
         self.grid = image_size // patch_size
         self.width = width
@@ -47,6 +55,8 @@ class LatentTokenEncoder(nn.Module):
         cls = repeat(self.class_embedding, "1 d -> b 1 d", b=b)
         x = torch.cat([cls, x], dim=1) + self.positional_embedding
         latents = repeat(latent_tokens + self.latent_token_positional_embedding, "n d -> b n d", b=b)
+        if self.grid_seeded:
+            latents = latents + torch.repeat_interleave(x[:, 1:], self.num_latent // self.grid ** 2, dim=1)
         x = self.ln_pre(torch.cat([x, latents], dim=1))
         x = self.transformer(x)
         latents = self.ln_post(x[:, 1 + self.grid ** 2:])  # (B, N, width)
@@ -67,14 +77,19 @@ class LatentTokenDecoder(nn.Module):
     head="pixel": a 1x1 conv to patch pixels, unpatchified, then a 3x3 conv: (B, 3, H, W).
     head="proxy": a 1x1 conv MLP to ``proxy_codes`` logits per patch: (B, proxy_codes, grid, grid),
     which a pixel decoder turns into an image (TiTok's two-stage design).
+    head="conv": a 1x1 conv to ``conv_channels`` features per pixel, unpatchified, then
+    :class:`ConvRefiner` (3x3 residual conv blocks at full resolution): (B, 3, H, W). The convolutions
+    see across patch borders, so the output has no patch grid.
     """
 
     def __init__(self, image_size: int, patch_size: int, width: int, depth: int, num_heads: int,
                  num_latent: int, in_dim: int, head: str = "pixel", proxy_codes: int = 1024,
-                 mlp_ratio: float = 4.0):
+                 mlp_ratio: float = 4.0, conv_channels: int = 32, conv_blocks: int = 2,
+                 grid_seeded: bool = False):
         super().__init__()
-        if head not in ("pixel", "proxy"):
-            raise ValueError(f"decoder head must be 'pixel' or 'proxy', got {head!r}")
+        self.grid_seeded = grid_seeded
+        if head not in ("pixel", "proxy", "conv"):
+            raise ValueError(f"decoder head must be 'pixel', 'proxy' or 'conv', got {head!r}")
         self.grid = image_size // patch_size
         self.patch_size = patch_size
         self.num_latent = num_latent
@@ -91,6 +106,9 @@ class LatentTokenDecoder(nn.Module):
         if head == "pixel":
             self.ffn = nn.Sequential(nn.Conv2d(width, patch_size * patch_size * 3, kernel_size=1))
             self.conv_out = nn.Conv2d(3, 3, kernel_size=3, padding=1)
+        elif head == "conv":
+            self.ffn = nn.Sequential(nn.Conv2d(width, patch_size * patch_size * conv_channels, kernel_size=1))
+            self.conv_out = ConvRefiner(conv_channels, conv_blocks)
         else:
             self.ffn = nn.Sequential(nn.Conv2d(width, 2 * width, kernel_size=1), nn.Tanh(),
                                      nn.Conv2d(2 * width, proxy_codes, kernel_size=1))
@@ -107,14 +125,19 @@ class LatentTokenDecoder(nn.Module):
         x = self.decoder_embed(latents) + self.latent_token_positional_embedding[:n]
         masks = repeat(self.mask_token, "1 1 d -> b g d", b=b, g=self.grid ** 2)
         cls = repeat(self.class_embedding, "1 d -> b 1 d", b=b)
+        if self.grid_seeded:
+            # patch j's mask token also starts from the mean of the latents patch j seeded (absent
+            # ones of a shorter prefix count as zeros)
+            masks = masks + reduce(F.pad(x, (0, 0, 0, self.num_latent - n)), "b (g k) d -> b g d", "mean",
+                                   g=self.grid ** 2)
         masks = torch.cat([cls, masks], dim=1) + self.positional_embedding
         x = self.ln_pre(torch.cat([masks, x], dim=1))
         x = self.transformer(x, None if lengths is None else self.tail_mask(lengths, n))
         x = self.ln_post(x[:, 1:1 + self.grid ** 2])
         x = rearrange(x, "b (h w) d -> b d h w", h=self.grid, w=self.grid)
         x = self.ffn(x)
-        if self.head == "pixel":
-            x = unpatchify(x, self.patch_size)
+        if self.head != "proxy":
+            x = unpatchify(x, self.patch_size, x.shape[1] // self.patch_size ** 2)
         return self.conv_out(x)
 
     def tail_mask(self, lengths: torch.Tensor, n: int) -> torch.Tensor:
@@ -126,3 +149,23 @@ class LatentTokenDecoder(nn.Module):
         heads = self.transformer[0].attn.num_heads
         size = prefix + n
         return repeat(dropped, "b k -> (b h) q k", h=heads, q=size)
+
+
+class ConvRefiner(nn.Module):
+    """(B, C, H, W) per-pixel features -> (B, 3, H, W): ``blocks`` residual (GroupNorm, SiLU, 3x3 conv)
+    x2 blocks at full resolution, then a 3x3 conv to RGB."""
+
+    def __init__(self, channels: int, blocks: int = 2):
+        super().__init__()
+        groups = next(g for g in (8, 4, 2, 1) if channels % g == 0)
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.GroupNorm(groups, channels), nn.SiLU(), nn.Conv2d(channels, channels, 3, padding=1),
+                          nn.GroupNorm(groups, channels), nn.SiLU(), nn.Conv2d(channels, channels, 3, padding=1))
+            for _ in range(blocks))
+        self.norm_out = nn.GroupNorm(groups, channels)
+        self.conv_out = nn.Conv2d(channels, 3, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = x + block(x)
+        return self.conv_out(nn.functional.silu(self.norm_out(x)))

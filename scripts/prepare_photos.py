@@ -1,0 +1,100 @@
+"""Random square crops of every photo this machine can get offline, for training image tokenizers.
+
+    apt-get install mate-backgrounds gnome-backgrounds plasma-workspace-wallpapers opencv-doc
+    pip install scikit-image
+    python scripts/prepare_photos.py OUT --n 60000 --size 64 [--hold-out astronaut,coffee]
+
+Sources (those installed are used; licenses in each package's /usr/share/doc/<package>/copyright):
+- plasma-workspace-wallpapers (KDE, GPL-2+): the largest landscape rendering of each wallpaper;
+- mate-backgrounds (GPL-2+ / CC-BY-SA-4.0) and gnome-backgrounds (CC-BY-SA) desktop photos;
+- opencv-doc (Apache-2.0 / BSD) sample and tutorial images;
+- scikit-image's sample photos (BSD-3-Clause; public-domain NASA images among them), without
+  ``--hold-out`` (astronaut and coffee by default: the zoo's held-out evaluation photos).
+
+Photos under 160 px on their short side are skipped; larger ones are scaled to at most 1600 px on
+their long side first. Each crop is a random square between ``size`` and the photo's short side,
+resized to ``size`` (bicubic) and flipped with probability 1/2, so crops range from close-ups to
+whole scenes. ``OUT_sources.txt`` lists the photos used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+from pathlib import Path
+
+from PIL import Image
+
+SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def plasma_wallpapers(root: Path = Path("/usr/share/wallpapers")) -> list[Path]:
+    """The largest landscape image of each KDE wallpaper (the package ships several renderings)."""
+    out = []
+    for d in sorted(root.iterdir()) if root.is_dir() else []:
+        sizes = []
+        for p in (d / "contents" / "images").glob("*"):
+            w, _, h = p.stem.partition("x")
+            if p.suffix.lower() in SUFFIXES and w.isdigit() and h.isdigit() and int(w) >= int(h):
+                sizes.append((int(w), p))
+        if sizes:
+            out.append(max(sizes)[1])
+    return out
+
+
+def photo_sources(hold_out: set[str]) -> list[Path]:
+    paths = plasma_wallpapers()
+    for root in (Path("/usr/share/backgrounds"), Path("/usr/share/doc/opencv-doc")):
+        if root.is_dir():
+            paths += sorted(p for p in root.rglob("*") if p.suffix.lower() in SUFFIXES)
+    try:
+        import skimage
+        data = Path(skimage.__file__).parent / "data"
+        paths += sorted(p for p in data.iterdir() if p.suffix in (".png", ".jpg") and p.stem not in hold_out)
+    except ImportError:
+        pass
+    return paths
+
+
+def load(path: Path, min_side: int = 160, max_side: int = 1600) -> Image.Image | None:
+    try:
+        with Image.open(path) as im:
+            if min(im.size) < min_side:
+                return None
+            im = im.convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None
+    if max(im.size) > max_side:
+        scale = max_side / max(im.size)
+        im = im.resize((round(im.width * scale), round(im.height * scale)), Image.LANCZOS)
+    return im
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--n", type=int, default=60000)
+    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--hold-out", default="astronaut,coffee", help="scikit-image photos to leave out")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    hold_out = set(filter(None, args.hold_out.split(",")))
+    photos = [(p, im) for p in photo_sources(hold_out) if (im := load(p)) is not None]
+    if not photos:
+        raise SystemExit("no photos found: install the Debian packages or scikit-image named in --help")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out.parent / f"{args.out.name}_sources.txt").write_text("\n".join(str(p) for p, _ in photos) + "\n")
+    rng = random.Random(args.seed)
+    for i in range(args.n):
+        _, im = photos[rng.randrange(len(photos))]
+        side = rng.randint(args.size, min(im.size))
+        x, y = rng.randint(0, im.width - side), rng.randint(0, im.height - side)
+        crop = im.crop((x, y, x + side, y + side)).resize((args.size, args.size), Image.BICUBIC)
+        if rng.random() < 0.5:
+            crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
+        crop.save(args.out / f"{i:06d}.png")
+    print(f"wrote {args.n} crops of {args.size}px from {len(photos)} photos to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
