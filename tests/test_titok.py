@@ -259,3 +259,14 @@ def test_grid_seeded_decoder_reads_prefixes():
     assert torch.allclose(full.clamp(0, 1), model.decode(ids), atol=1e-5)
     assert model.decoder(latents[:, :5]).shape == full.shape
     assert not torch.allclose(model.decoder(latents[:, :5]), full)
+
+
+def test_grid_seeded_mixed_lengths_equal_one_by_one():
+    """With lengths, each sample's seeds ignore its masked tail: one mixed batch equals each prefix alone."""
+    torch.manual_seed(0)
+    model = small_fsq().eval()
+    latents = model.quantizer.ids_to_vectors(model.encode(torch.rand(2, 3, 32, 32)))
+    lengths = torch.tensor([5, 16])
+    batch = model.decoder(latents, lengths)
+    for b, k in enumerate(lengths.tolist()):
+        assert torch.allclose(batch[b:b + 1], model.decoder(latents[b:b + 1, :k]), atol=1e-5)

@@ -127,8 +127,9 @@ class LatentTokenDecoder(nn.Module):
         cls = repeat(self.class_embedding, "1 d -> b 1 d", b=b)
         if self.grid_seeded:
             # patch j's mask token also starts from the mean of the latents patch j seeded (absent
-            # ones of a shorter prefix count as zeros)
-            masks = masks + reduce(F.pad(x, (0, 0, 0, self.num_latent - n)), "b (g k) d -> b g d", "mean",
+            # ones, beyond a shorter prefix or a sample's length, count as zeros)
+            seeds = x if lengths is None else x * (torch.arange(n, device=x.device) < lengths[:, None]).unsqueeze(-1)
+            masks = masks + reduce(F.pad(seeds, (0, 0, 0, self.num_latent - n)), "b (g k) d -> b g d", "mean",
                                    g=self.grid ** 2)
         masks = torch.cat([cls, masks], dim=1) + self.positional_embedding
         x = self.ln_pre(torch.cat([masks, x], dim=1))
