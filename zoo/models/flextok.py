@@ -20,7 +20,6 @@ Official checkpoints convert with :mod:`zoo.convert.flextok`.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -254,10 +253,7 @@ class FlexTok(ImageTokenizer):
         c = config
         self.vae = PixelSpace() if c.vae == "pixel" else SDVAE(c.vae_channels, c.vae_scaling_factor)
         self.encoder = FlexTokEncoder(c)
-        # FSQ has no parameters but reads its constants while being built: on the meta device
-        # (parameter counts, model cards) build it on the CPU
-        with torch.device("cpu") if torch.get_default_device().type == "meta" else contextlib.nullcontext():
-            self.regularizer = make_quantizer("fsq", levels=tuple(c.levels))
+        self.regularizer = make_quantizer("fsq", levels=tuple(c.levels))
         self.decoder = FlexTokDecoder(c)
 
     @property

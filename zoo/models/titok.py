@@ -137,6 +137,25 @@ class TiTok(ImageTokenizer):
     def num_tokens(self) -> int:
         return self.config.num_tokens
 
+    @property
+    def card_note(self) -> str:
+        """The model card's paragraph on design choices that differ from the paper's TiTok."""
+        c, parts = self.config, []
+        if c.quantizer == "fsq":
+            parts.append(f"Tokens are FSQ codes (levels {list(c.fsq_levels)}, {self.vocab_size:,} ids; no codebook "
+                         "to learn or collapse) instead of the paper's VQ codes.")
+        if c.grid_seeded:
+            k = c.num_tokens // (c.image_size // c.patch_size) ** 2
+            parts.append(f"Grid-seeded latents (not in the paper): each {c.patch_size}x{c.patch_size} patch's "
+                         f"embedding is added to {k} consecutive latent tokens, and each decoder patch query starts "
+                         "from its tokens' mean; the transformers still mix globally. This removes the long "
+                         "initial plateau of learned-constant latents on small training budgets, at the price of "
+                         "tokens tied more closely to image regions than the paper's.")
+        if c.decoder_head == "conv":
+            parts.append(f"The decoder ends in a convolutional head ({c.conv_channels} features per pixel, "
+                         f"{c.conv_blocks} residual 3x3 block(s)), so reconstructions show no patch grid.")
+        return " ".join(parts)
+
     def encode_latents(self, images: torch.Tensor) -> torch.Tensor:
         return self.encoder(images, self.latent_tokens)
 

@@ -9,6 +9,7 @@ kernel on CUDA (the same arithmetic in PyTorch elsewhere).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -50,7 +51,10 @@ class FiniteScalarQuantizer(Quantizer):
         super().__init__(dim, math.prod(config.levels), usage_window=config.usage_window)
         self.config = config
         self.levels = list(config.levels)
-        self.fsq = FSQ(levels=self.levels, dim=dim)
+        # the library reads its constants while building: on the meta device (parameter counts, model
+        # cards) it is built on the CPU (it has no parameters unless dim != len(levels))
+        with torch.device("cpu") if torch.get_default_device().type == "meta" else contextlib.nullcontext():
+            self.fsq = FSQ(levels=self.levels, dim=dim)
         self.round = FSQRound(kernel_backend(config.lookup_backend))
 
     @property
