@@ -99,7 +99,8 @@ class FasterWhisperASR:
             raise ASRUnavailable(f"cannot load the Whisper model {self.model_path}: {e}") from None
 
     def transcribe(self, wav: torch.Tensor | np.ndarray, sample_rate: int) -> str:
-        """Mono (T,) float audio -> text (greedy-free beam search, no timestamps, VAD off)."""
+        """Mono (T,) float audio -> text (beam search at temperature 0 only: no sampled fallback, so the same
+        audio always gives the same text; no timestamps, VAD off)."""
         x = torch.as_tensor(wav, dtype=torch.float32)
         if x.ndim > 1:
             x = x.reshape(-1, x.shape[-1]).mean(0)
@@ -108,7 +109,7 @@ class FasterWhisperASR:
             x = torchaudio.functional.resample(x, sample_rate, WHISPER_RATE)
         segments, _ = self.model.transcribe(x.numpy(), language=self.language, beam_size=self.beam_size,
                                             without_timestamps=True, vad_filter=False,
-                                            condition_on_previous_text=False)
+                                            condition_on_previous_text=False, temperature=0.0)
         return " ".join(s.text.strip() for s in segments).strip()
 
 

@@ -199,7 +199,7 @@ def asr_word_spans(wav: torch.Tensor, asr_model: Any = None) -> list[WordSpan]:
         asr_model = FasterWhisperASR()
     model = getattr(asr_model, "model", asr_model)
     segments, _ = model.transcribe(_mono16k(wav).numpy(), language="en", word_timestamps=True,
-                                   vad_filter=False, condition_on_previous_text=False)
+                                   vad_filter=False, condition_on_previous_text=False, temperature=0.0)
     spans = []
     for seg in segments:
         for w in seg.words or []:
