@@ -15,7 +15,7 @@ from zoo.audio import load_audio, save_audio
 from zoo.errors import ConfigError, InputError
 from zoo.registry import get_entry, list_models
 
-NANOS = ["codec_nano_16khz", "dac_nano_16khz"]
+NANOS = ["codec_nano_16khz", "codec_nano_16khz_32kbps", "dac_nano_16khz"]
 
 
 def speechlike(batch: int = 1, seconds: float = 0.5, sr: int = 16_000, seed: int = 0) -> torch.Tensor:
@@ -42,7 +42,7 @@ def models():
     ("encodec_24khz", 24_000, 1, 75.0, 32, 24.0), ("encodec_48khz", 48_000, 2, 150.0, 16, 24.0),
     ("dac_44khz", 44_100, 1, 44_100 / 512, 9, 7.752), ("dac_44khz_16kbps", 44_100, 1, 44_100 / 512, 18, 15.504),
     ("dac_24khz", 24_000, 1, 75.0, 32, 24.0), ("dac_16khz", 16_000, 1, 50.0, 12, 6.0),
-    ("codec_nano_16khz", 16_000, 1, 50.0, 8, 4.0)])
+    ("codec_nano_16khz", 16_000, 1, 50.0, 8, 4.0), ("codec_nano_16khz_32kbps", 16_000, 1, 400.0, 8, 32.0)])
 def test_variants_official_sizes_and_rates(name, sr, ch, rate, levels, max_kbps):
     m = zoo.create(name)
     official = get_entry(name).meta.get("params_official")
@@ -105,8 +105,9 @@ def test_save_load_identical_ids(models, name, tmp_path):
 
 
 # -- long files, streaming, padded batches --------------------------------------------------------------
-def test_causal_chunked_and_streamed_equal_whole_file(models):
-    m = models["codec_nano_16khz"]
+@pytest.mark.parametrize("name", ["codec_nano_16khz", "codec_nano_16khz_32kbps"])
+def test_causal_chunked_and_streamed_equal_whole_file(models, name):
+    m = models[name]
     wav = speechlike(2, 1.03, seed=1)
     whole = m.encode(wav)
     assert torch.equal(m.encode_long(wav, chunk_seconds=0.3), whole)
