@@ -28,6 +28,15 @@ def photo_paths(source: str | None) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.stem in SKIMAGE_PHOTOS and p.suffix in (".png", ".jpg"))
 
 
+def random_crop(im: Image.Image, size: int, rng: random.Random) -> Image.Image:
+    """A random square of ``im`` between ``size`` and its short side, resized to ``size`` (bicubic) and
+    flipped left-right with probability 1/2 (draws side, x, y, flip from ``rng`` in that order)."""
+    side = rng.randint(size, max(size, min(im.size)))
+    x, y = rng.randint(0, im.width - side), rng.randint(0, im.height - side)
+    crop = im.crop((x, y, x + side, y + side)).resize((size, size), Image.BICUBIC)
+    return crop.transpose(Image.FLIP_LEFT_RIGHT) if rng.random() < 0.5 else crop
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out", type=Path)
@@ -46,13 +55,7 @@ def main() -> None:
     photos = [Image.open(p).convert("RGB") for p in paths]
     args.out.mkdir(parents=True, exist_ok=True)
     for i in range(args.n):
-        im = photos[i % len(photos)]
-        side = rng.randint(args.size, max(args.size, min(im.size)))
-        x, y = rng.randint(0, im.width - side), rng.randint(0, im.height - side)
-        crop = im.crop((x, y, x + side, y + side)).resize((args.size, args.size), Image.BICUBIC)
-        if rng.random() < 0.5:
-            crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
-        crop.save(args.out / f"{paths[i % len(paths)].stem}_{i:05d}.png")
+        random_crop(photos[i % len(photos)], args.size, rng).save(args.out / f"{paths[i % len(paths)].stem}_{i:05d}.png")
     print(f"wrote {args.n} crops of {args.size}px from {len(photos)} photos to {args.out}")
 
 
