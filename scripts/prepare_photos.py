@@ -11,7 +11,7 @@ Sources (those installed are used; licenses in each package's /usr/share/doc/<pa
 - scikit-image's sample photos (BSD-3-Clause; public-domain NASA images among them), without
   ``--hold-out`` (astronaut and coffee by default: the zoo's held-out evaluation photos).
 
-Photos under 160 px on their short side are skipped; larger ones are scaled to at most 1600 px on
+Photos under 160 px on their short side and 1-bit (black-and-white mask) images are skipped; larger ones are scaled to at most 1600 px on
 their long side first. Each crop is a random square between ``size`` and the photo's short side,
 resized to ``size`` (bicubic) and flipped with probability 1/2, so crops range from close-ups to
 whole scenes. ``OUT_sources.txt`` lists the photos used.
@@ -24,6 +24,7 @@ import random
 from pathlib import Path
 
 from PIL import Image
+from sample_images import random_crop  # scripts/ is on sys.path when a script runs
 
 SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -59,7 +60,7 @@ def photo_sources(hold_out: set[str]) -> list[Path]:
 def load(path: Path, min_side: int = 160, max_side: int = 1600) -> Image.Image | None:
     try:
         with Image.open(path) as im:
-            if min(im.size) < min_side:
+            if min(im.size) < min_side or im.mode == "1":  # bilevel masks (opencv-doc shape samples) are no photos
                 return None
             im = im.convert("RGB")
     except (OSError, ValueError, Image.DecompressionBombError):
@@ -86,13 +87,7 @@ def main() -> None:
     (args.out.parent / f"{args.out.name}_sources.txt").write_text("\n".join(str(p) for p, _ in photos) + "\n")
     rng = random.Random(args.seed)
     for i in range(args.n):
-        _, im = photos[rng.randrange(len(photos))]
-        side = rng.randint(args.size, min(im.size))
-        x, y = rng.randint(0, im.width - side), rng.randint(0, im.height - side)
-        crop = im.crop((x, y, x + side, y + side)).resize((args.size, args.size), Image.BICUBIC)
-        if rng.random() < 0.5:
-            crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
-        crop.save(args.out / f"{i:06d}.png")
+        random_crop(photos[rng.randrange(len(photos))][1], args.size, rng).save(args.out / f"{i:06d}.png")
     print(f"wrote {args.n} crops of {args.size}px from {len(photos)} photos to {args.out}")
 
 
