@@ -3,6 +3,7 @@
     apt-get install mate-backgrounds gnome-backgrounds plasma-workspace-wallpapers opencv-doc
     pip install scikit-image
     python scripts/prepare_photos.py OUT --n 60000 --size 64 [--hold-out astronaut,coffee]
+    python scripts/prepare_photos.py OUT --sources --short-side 192   # the photos, for data.crop: scale
 
 Sources (those installed are used; licenses in each package's /usr/share/doc/<package>/copyright):
 - plasma-workspace-wallpapers (KDE, GPL-2+): the largest landscape rendering of each wallpaper;
@@ -71,6 +72,23 @@ def load(path: Path, min_side: int = 160, max_side: int = 1600) -> Image.Image |
     return im
 
 
+def write_sources(out: Path, paths: list[Path], short_side: int, quality: int = 85) -> None:
+    """Each usable photo of ``paths`` scaled down (Lanczos) to at most ``short_side`` on its short side,
+    as ``OUT/NNNN_<name>.webp``; ``OUT_sources.txt`` lists the originals in the same order."""
+    out.mkdir(parents=True, exist_ok=True)
+    used = []
+    for p in paths:
+        if (im := load(p)) is None:
+            continue
+        scale = short_side / min(im.size)
+        if scale < 1:
+            im = im.resize((round(im.width * scale), round(im.height * scale)), Image.LANCZOS)
+        im.save(out / f"{len(used):04d}_{p.stem}.webp", quality=quality)
+        used.append(p)
+    (out.parent / f"{out.name}_sources.txt").write_text("\n".join(map(str, used)) + "\n")
+    print(f"wrote {len(used)} photos (short side <= {short_side} px) to {out}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out", type=Path)
@@ -78,8 +96,14 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--hold-out", default="astronaut,coffee", help="scikit-image photos to leave out")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--sources", action="store_true",
+                    help="write each photo once instead of crops (for recipes with data.crop: scale)")
+    ap.add_argument("--short-side", type=int, default=192, help="with --sources: scale photos down to this short side")
     args = ap.parse_args()
     hold_out = set(filter(None, args.hold_out.split(",")))
+    if args.sources:
+        write_sources(args.out, photo_sources(hold_out), args.short_side)
+        return
     photos = [(p, im) for p in photo_sources(hold_out) if (im := load(p)) is not None]
     if not photos:
         raise SystemExit("no photos found: install the Debian packages or scikit-image named in --help")

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from zoo.data import crop_square
+
 SKIMAGE_PHOTOS = ["astronaut", "chelsea", "coffee", "rocket", "motorcycle_left", "motorcycle_right",
                   "hubble_deep_field", "retina", "ihc", "color", "brick", "grass", "gravel", "camera", "moon",
                   "page", "coins", "immunohistochemistry"]
@@ -33,7 +35,7 @@ def random_crop(im: Image.Image, size: int, rng: random.Random) -> Image.Image:
     flipped left-right with probability 1/2 (draws side, x, y, flip from ``rng`` in that order)."""
     side = rng.randint(size, max(size, min(im.size)))
     x, y = rng.randint(0, im.width - side), rng.randint(0, im.height - side)
-    crop = im.crop((x, y, x + side, y + side)).resize((size, size), Image.BICUBIC)
+    crop = crop_square(im, x, y, side, size)
     return crop.transpose(Image.FLIP_LEFT_RIGHT) if rng.random() < 0.5 else crop
 
 

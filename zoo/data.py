@@ -82,6 +82,30 @@ def to_tensor(image: Image.Image, size: int, *, random_crop: bool = False, hflip
     return x
 
 
+def crop_square(image: Image.Image, left: int, top: int, side: int, size: int) -> Image.Image:
+    """The ``side``-pixel square of ``image`` at (``left``, ``top``), resized to ``size`` (bicubic,
+    antialiased)."""
+    return image.crop((left, top, left + side, top + side)).resize((size, size), Image.BICUBIC)
+
+
+def random_scale_crop(image: Image.Image, size: int, *, hflip: bool = False,
+                      generator: torch.Generator | None = None) -> torch.Tensor:
+    """A random square between ``size`` and the short side of ``image`` (side, then position, drawn
+    uniformly from torch's RNG), resized to ``size`` and flipped left-right with probability 1/2 when
+    ``hflip``: (3, size, size) in [0, 1]. Crops range from close-ups to the whole scene; an image
+    smaller than ``size`` is first scaled up so its short side is ``size``."""
+    if min(image.size) < size:
+        image = TF.resize(image, size, interpolation=TF.InterpolationMode.BICUBIC, antialias=True)
+    w, h = image.size
+    side = int(torch.randint(size, min(w, h) + 1, (1,), generator=generator))
+    left = int(torch.randint(0, w - side + 1, (1,), generator=generator))
+    top = int(torch.randint(0, h - side + 1, (1,), generator=generator))
+    x = TF.to_tensor(crop_square(image, left, top, side, size))
+    if hflip and bool(torch.rand((), generator=generator) < 0.5):
+        x = x.flip(-1)
+    return x
+
+
 def load_image(path: str | Path, size: int) -> torch.Tensor:
     """Read ``path`` and center-crop it to (1, 3, size, size) float in [0, 1]."""
     return to_tensor(open_rgb(path), size)[None]

@@ -25,6 +25,7 @@ from zoo.metrics.audio import si_sdr
 from zoo.models.base import AudioTokenizer
 from zoo.models.codec import rearm_kmeans
 from zoo.training.audio_losses import GradientBalancer, MultiScaleMelLoss, waveform_l1
+from zoo.training.pretrained import pretrained_state
 
 ENCODEC_BALANCER_WEIGHTS = {"l1": 0.1, "mel": 1.0, "adv": 3.0, "fm": 3.0}
 
@@ -50,7 +51,7 @@ class AudioCodecModule(L.LightningModule):
             from zoo.registry import create
             model = create(model_name, **(model_overrides or {}))
         if init_from:
-            model.load_state_dict(self._pretrained_state(init_from, model))
+            model.load_state_dict(pretrained_state(init_from, model))
         self.model = model
         self.mel = MultiScaleMelLoss(model.sample_rate, tuple(mel_windows), tuple(mel_bins))
         use_gan = (adv_weight > 0 or fm_weight > 0) and bool(discriminators)
@@ -59,17 +60,6 @@ class AudioCodecModule(L.LightningModule):
         self.balancer = GradientBalancer(balancer_weights or ENCODEC_BALANCER_WEIGHTS) if balancer else None
         self.automatic_optimization = False
         self.register_buffer("generator_steps", torch.zeros((), dtype=torch.long))
-
-    @staticmethod
-    def _pretrained_state(source: str, model: AudioTokenizer) -> dict[str, torch.Tensor]:
-        import zoo
-        from zoo.errors import CheckpointError
-
-        loaded = zoo.from_pretrained(source)
-        if type(loaded) is not type(model) or loaded.config != model.config:
-            raise CheckpointError(f"init_from {source!r} holds a {getattr(loaded, 'name', '?')} model whose config "
-                                  f"differs from {model.name}'s; fine-tune with the same model name and overrides")
-        return loaded.state_dict()
 
     def on_fit_start(self) -> None:
         fresh = int(self.generator_steps) == 0 and not self.hparams.init_from

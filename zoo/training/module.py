@@ -16,6 +16,8 @@ drawn once per batch (``per_batch``, the official recipe: the tokens are cut) or
 (``per_sample``: each sample's tail is masked out of the decoder's attention).
 This is the single-stage recipe; TiTok's two-stage proxy-code recipe needs MaskGIT-VQGAN weights
 that cannot be had offline, so two-stage variants train here end to end on pixels as well.
+``init_from``: a ``save_pretrained`` folder, a checkpoints/ name or a Hub id whose weights start the
+run (fine-tuning; same model name and overrides).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from zoo.metrics.perturb import anneal_ratio, perturb_latents
 from zoo.models.base import ImageTokenizer, TokenizerOutput
 from zoo.validation import check_images
 from zoo.training.losses import PatchDiscriminator, hinge_d_loss, hinge_g_loss, make_perceptual
+from zoo.training.pretrained import pretrained_state
 
 
 class ImageTokenizerModule(L.LightningModule):
@@ -49,7 +52,7 @@ class ImageTokenizerModule(L.LightningModule):
                  perceptual_on_missing: Literal["skip", "error"] = "skip", gan_weight: NonNegativeFloat = 0.0,
                  gan_start_step: NonNegativeInt = 0, disc_lr: PositiveFloat | None = None,
                  grad_clip: PositiveFloat | None = 1.0, latent_perturbation: dict[str, Any] | None = None,
-                 token_drop: dict[str, Any] | None = None):
+                 token_drop: dict[str, Any] | None = None, init_from: str | None = None):
         super().__init__()
         self.save_hyperparameters(ignore=["model"])
         # types and ranges from the annotations above (zoo.config): a bad value is a ConfigError
@@ -62,6 +65,8 @@ class ImageTokenizerModule(L.LightningModule):
                 raise ValueError("give model_name (a registered variant) or model")
             from zoo.registry import create
             model = create(model_name, **(model_overrides or {}))
+        if init_from:
+            model.load_state_dict(pretrained_state(init_from, model))
         self.model = model
         self._check_token_drop(token_drop)
         self.perceptual = make_perceptual(perceptual_net, perceptual_on_missing) if perceptual_weight > 0 else None
