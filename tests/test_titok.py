@@ -221,6 +221,22 @@ def test_fsq_conv_variant_contract_and_round_trip(tmp_path):
     assert torch.equal(again.decode(ids), out)
 
 
+def test_fsq_variant_runs_in_bfloat16():
+    """A bf16 copy encodes and decodes (FSQ's ids -> codes follow the model's dtype; found by
+    scripts/bench_models.py on a GPU) and mostly agrees with float32."""
+    torch.manual_seed(0)
+    model = small_fsq().eval()
+    half = small_fsq().eval()
+    half.load_state_dict(model.state_dict())
+    half = half.to(torch.bfloat16)
+    x = torch.rand(2, 3, 32, 32)
+    ids = half.encode(x.bfloat16())
+    out = half.decode(ids)
+    assert ids.shape == (2, 16) and out.dtype == torch.bfloat16 and out.shape == x.shape
+    assert half.quantizer.ids_to_vectors(ids).dtype == torch.bfloat16
+    assert (ids == model.encode(x)).float().mean() > 0.5
+
+
 def test_fsq_variant_trains():
     torch.manual_seed(0)
     model = small_fsq().train()

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
+from torch import nn
 
 from zoo.errors import InputError
 
@@ -28,3 +32,17 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     elif dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
         raise InputError(f"device {device!r}: MPS is not available on this machine; use --device cpu")
     return dev
+
+
+@contextmanager
+def borrowed(model: nn.Module, device: torch.device) -> Iterator[nn.Module]:
+    """``model`` on ``device`` in eval mode for the block, then back on its own device and mode (a
+    library call such as ``zoo.evaluate`` must not leave the caller's model on the GPU)."""
+    param = next(iter(model.parameters()), None)
+    home, was_training = (param.device if param is not None else None), model.training
+    try:
+        yield model.to(device).eval()
+    finally:
+        if home is not None:
+            model.to(home)
+        model.train(was_training)

@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 import torch
 
+from zoo.device import borrowed
 from zoo.errors import InputError
 from zoo.evaluate.audio import read_audio, run_audio_eval
 from zoo.evaluate.common import (AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, RESIZE_MODES, DataLog, codebook_of, finite,
@@ -57,37 +58,37 @@ def evaluate(model: torch.nn.Module, data_dir: str | Path, *, num_tokens: list[i
     start = time.time()
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.manual_seed(seed)
-    model = model.to(device).eval()
-    out = Path(out)
-    modality = getattr(model, "modality", "image")
-    settings: dict[str, Any] = {"seed": seed, "batch_size": batch_size, "limit": limit, "device": str(device)}
-    notes: list[str] = []
-    if modality == "image":
-        data, rows, files = run_image_eval(
-            model, Path(data_dir), out=out, lengths=token_lengths(model, num_tokens), limit=limit,
-            batch_size=batch_size, seed=seed, fid=fid, fid_weights=fid_weights, feature_extractor=feature_extractor,
-            pfid=pfid, pfid_rate=pfid_rate, pfid_delta=pfid_delta, lpips=lpips, lpips_net=lpips_net,
-            resize=resize, device=device, grid_size=grid_size, settings=settings, notes=notes, progress=progress)
-    elif modality == "audio":
-        data, rows, files = run_audio_eval(
-            model, Path(data_dir), out=out, bandwidths=bandwidth, limit=limit, seed=seed, asr=asr,
-            max_seconds=max_seconds, device=device, settings=settings, notes=notes, progress=progress)
-    else:
-        raise InputError(f"model.modality must be 'image' or 'audio', got {modality!r}")
-    if data.skipped:
-        notes.append(f"{len(data.skipped)} unreadable file(s) skipped: "
-                     + ", ".join(s["file"] for s in data.skipped[:5]) + ("..." if len(data.skipped) > 5 else ""))
-    result = {"schema": "zoo.eval/1", "model": model_info(model, model_id, revision), "data": data.summary(),
-              "settings": settings, "versions": versions(), "results": rows, "notes": notes,
-              "elapsed_s": round(time.time() - start, 2)}
-    result["data"]["preprocess"] = settings.get("preprocess")
-    md_path = out.with_suffix(".md")
-    files = {"json": out.name, "markdown": md_path.name, **files}
-    result = portable(result)  # no absolute paths of this machine in the results
-    result["files"] = files
-    atomic_write_text(md_path, run_markdown(result))
-    atomic_write_text(out, json.dumps(result, indent=2, allow_nan=True) + "\n")
-    return result
+    with borrowed(model, device):
+        out = Path(out)
+        modality = getattr(model, "modality", "image")
+        settings: dict[str, Any] = {"seed": seed, "batch_size": batch_size, "limit": limit, "device": str(device)}
+        notes: list[str] = []
+        if modality == "image":
+            data, rows, files = run_image_eval(
+                model, Path(data_dir), out=out, lengths=token_lengths(model, num_tokens), limit=limit,
+                batch_size=batch_size, seed=seed, fid=fid, fid_weights=fid_weights, feature_extractor=feature_extractor,
+                pfid=pfid, pfid_rate=pfid_rate, pfid_delta=pfid_delta, lpips=lpips, lpips_net=lpips_net,
+                resize=resize, device=device, grid_size=grid_size, settings=settings, notes=notes, progress=progress)
+        elif modality == "audio":
+            data, rows, files = run_audio_eval(
+                model, Path(data_dir), out=out, bandwidths=bandwidth, limit=limit, seed=seed, asr=asr,
+                max_seconds=max_seconds, device=device, settings=settings, notes=notes, progress=progress)
+        else:
+            raise InputError(f"model.modality must be 'image' or 'audio', got {modality!r}")
+        if data.skipped:
+            notes.append(f"{len(data.skipped)} unreadable file(s) skipped: "
+                         + ", ".join(s["file"] for s in data.skipped[:5]) + ("..." if len(data.skipped) > 5 else ""))
+        result = {"schema": "zoo.eval/1", "model": model_info(model, model_id, revision), "data": data.summary(),
+                  "settings": settings, "versions": versions(), "results": rows, "notes": notes,
+                  "elapsed_s": round(time.time() - start, 2)}
+        result["data"]["preprocess"] = settings.get("preprocess")
+        md_path = out.with_suffix(".md")
+        files = {"json": out.name, "markdown": md_path.name, **files}
+        result = portable(result)  # no absolute paths of this machine in the results
+        result["files"] = files
+        atomic_write_text(md_path, run_markdown(result))
+        atomic_write_text(out, json.dumps(result, indent=2, allow_nan=True) + "\n")
+        return result
 
 
 # ---------------------------------------------------------------------------------------------

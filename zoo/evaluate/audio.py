@@ -13,7 +13,8 @@ from tqdm import tqdm
 
 from zoo.errors import InputError
 from zoo.evaluate.common import AUDIO_EXTENSIONS, DataLog, finite, list_files, mean_of
-from zoo.metrics.audio import bitrate_kbps, log_mel, match_length, mel_distance, pesq, si_sdr, stoi
+from zoo.metrics.audio import (bitrate_kbps, log_mel, match_length, mel_distance, pesq, si_sdr, stoi,
+                               unavailable_metrics)
 from zoo.metrics.codebook import CodeUsage
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,8 @@ def run_audio_eval(model: torch.nn.Module, data_dir: Path, *, out: Path, bandwid
     if recognizer is not None:
         settings["asr"] = getattr(recognizer, "name", type(recognizer).__name__)
     settings["preprocess"] = {"sample_rate": sr, "mono": True, "max_seconds": max_seconds}
+    missing = unavailable_metrics()
+    notes.extend(f"{metric.upper()} not reported: {why}" for metric, why in missing.items())
 
     per_bw: dict[Any, dict[str, list]] = {b: {"mel": [], "sisdr": [], "stoi": [], "pesq": [], "hyp": [],
                                              "levels": [], "seconds": []} for b in bws}
@@ -115,8 +118,10 @@ def run_audio_eval(model: torch.nn.Module, data_dir: Path, *, out: Path, bandwid
                 m = per_bw[b]
                 m["mel"].append(mel_distance(ref, est, sr))
                 m["sisdr"].append(si_sdr(ref, est))
-                m["stoi"].append(stoi(ref, est, sr))
-                m["pesq"].append(pesq(ref, est, sr))
+                if "stoi" not in missing:
+                    m["stoi"].append(stoi(ref, est, sr))
+                if "pesq" not in missing:
+                    m["pesq"].append(pesq(ref, est, sr))
                 m["levels"].append(int(ids.shape[1]))
                 m["seconds"].append(ref.numel() / sr)
                 usage[b].update(ids.transpose(1, 2).cpu())  # CodeUsage takes (B, N, L)

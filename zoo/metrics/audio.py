@@ -7,6 +7,7 @@ the reference's length first (codecs round lengths to whole frames).
 
 from __future__ import annotations
 
+import importlib.util
 import math
 
 import torch
@@ -88,6 +89,13 @@ def pesq(reference: torch.Tensor, estimate: torch.Tensor, sample_rate: int) -> f
         if type(e).__name__ in ("NoUtterancesError", "BufferTooShortError", "PesqError"):
             return float("nan")
         raise
+
+
+def unavailable_metrics() -> dict[str, str]:
+    """STOI / PESQ that cannot be computed here, each with why (their packages are optional extras)."""
+    need = {"stoi": "pystoi", "pesq": "pesq"}
+    return {metric: f"the {pkg} package is not installed (pip install {pkg}, or tokenizer-zoo[eval])"
+            for metric, pkg in need.items() if importlib.util.find_spec(pkg) is None}
 
 
 def bitrate_kbps(frame_rate: float, num_levels: int, vocab_size: int) -> float:

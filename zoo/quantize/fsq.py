@@ -76,4 +76,5 @@ class FiniteScalarQuantizer(Quantizer):
 
     def ids_to_vectors(self, ids: torch.Tensor) -> torch.Tensor:
         self.check_ids(ids)
-        return self.fsq.indices_to_codes(ids)
+        # the library computes codes in float32 from the ids alone: follow the module's dtype (bf16 models)
+        return self.fsq.indices_to_codes(ids).to(self.codebook.dtype)
