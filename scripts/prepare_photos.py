@@ -3,7 +3,7 @@
     apt-get install mate-backgrounds gnome-backgrounds plasma-workspace-wallpapers opencv-doc
     pip install scikit-image
     python scripts/prepare_photos.py OUT --n 60000 --size 64 [--hold-out astronaut,coffee]
-    python scripts/prepare_photos.py OUT --sources --short-side 192   # the photos, for data.crop: scale
+    python scripts/prepare_photos.py OUT --sources --short-side 160   # the photos, for data.crop: scale
 
 Sources (those installed are used; licenses in each package's /usr/share/doc/<package>/copyright):
 - plasma-workspace-wallpapers (KDE, GPL-2+): the largest landscape rendering of each wallpaper;
@@ -98,7 +98,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--sources", action="store_true",
                     help="write each photo once instead of crops (for recipes with data.crop: scale)")
-    ap.add_argument("--short-side", type=int, default=192, help="with --sources: scale photos down to this short side")
+    ap.add_argument("--short-side", type=int, default=160, help="with --sources: scale photos down to this short side")
     args = ap.parse_args()
     hold_out = set(filter(None, args.hold_out.split(",")))
     if args.sources:
