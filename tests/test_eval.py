@@ -120,8 +120,10 @@ def small_folder(tmp_path):
 def test_fixed_length_model_outputs(nano, small_folder, tmp_path):
     (small_folder / "broken.png").write_bytes(b"not a png")
     out = tmp_path / "run" / "results.json"
+    # on the CPU: the batch-size and seed comparisons below are exact there (a GPU picks other kernels
+    # per batch size, and FID of 6 images magnifies their rounding)
     res = evaluate(nano, small_folder, out=out, batch_size=4, feature_extractor=TinyFeatures(), progress=False,
-                   model_id="titok-nano-test")
+                   model_id="titok-nano-test", device="cpu")
     saved = json.loads(out.read_text())
     assert saved["results"] == json.loads(json.dumps(res["results"]))
     assert saved["model"]["id"] == "titok-nano-test" and saved["model"]["config"]["num_tokens"] == 16
@@ -142,13 +144,12 @@ def test_fixed_length_model_outputs(nano, small_folder, tmp_path):
     assert not (tmp_path / "run" / "results_rd.png").exists()  # a single token length: no curve
     # same data + seed -> same numbers and hash; pFID depends on the seed
     again = evaluate(nano, small_folder, out=tmp_path / "r2.json", batch_size=3,
-                     feature_extractor=TinyFeatures(), progress=False)
+                     feature_extractor=TinyFeatures(), progress=False, device="cpu")
     assert again["data"]["hash"] == saved["data"]["hash"]
-    # (another batch size: on a GPU other kernels, so equal to float rounding, not bit for bit)
-    assert again["results"][0]["psnr"] == pytest.approx(row["psnr"], rel=1e-4)
+    assert again["results"][0]["psnr"] == pytest.approx(row["psnr"], rel=1e-5)
     assert again["results"][0]["pfid"] == pytest.approx(row["pfid"], rel=1e-5)
     other = evaluate(nano, small_folder, out=tmp_path / "r3.json", seed=1, feature_extractor=TinyFeatures(),
-                     progress=False)
+                     progress=False, device="cpu")
     assert other["results"][0]["psnr_perturbed"] != pytest.approx(row["psnr_perturbed"], rel=1e-9)
 
 
