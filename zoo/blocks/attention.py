@@ -24,10 +24,12 @@ class ResidualAttentionBlock(nn.Module):
         self.mlp = nn.Sequential(OrderedDict(
             c_fc=nn.Linear(width, hidden), gelu=nn.GELU(), c_proj=nn.Linear(hidden, width)))
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """x: (B, L, width); attn_mask: optional (L, L) bool, True = may NOT attend (e.g. causal)."""
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None,
+                key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, L, width); attn_mask: optional (L, L) bool, True = may NOT attend (e.g. causal);
+        key_padding_mask: optional (B, L) bool, True = no query may attend to this key (per sample)."""
         h = self.ln_1(x)
-        x = x + self.attn(h, h, h, need_weights=False, attn_mask=attn_mask)[0]
+        x = x + self.attn(h, h, h, need_weights=False, attn_mask=attn_mask, key_padding_mask=key_padding_mask)[0]
         return x + self.mlp(self.ln_2(x))
 
 
@@ -37,7 +39,8 @@ class Transformer(nn.Sequential):
     def __init__(self, width: int, depth: int, num_heads: int, mlp_ratio: float = 4.0):
         super().__init__(*[ResidualAttentionBlock(width, num_heads, mlp_ratio) for _ in range(depth)])
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None,
+                key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         for block in self:
-            x = block(x, attn_mask)
+            x = block(x, attn_mask, key_padding_mask)
         return x

@@ -133,7 +133,7 @@ class LatentTokenDecoder(nn.Module):
                                    g=self.grid ** 2)
         masks = torch.cat([cls, masks], dim=1) + self.positional_embedding
         x = self.ln_pre(torch.cat([masks, x], dim=1))
-        x = self.transformer(x, None if lengths is None else self.tail_mask(lengths, n))
+        x = self.transformer(x, key_padding_mask=None if lengths is None else self.tail_mask(lengths, n))
         x = self.ln_post(x[:, 1:1 + self.grid ** 2])
         x = rearrange(x, "b (h w) d -> b d h w", h=self.grid, w=self.grid)
         x = self.ffn(x)
@@ -142,14 +142,12 @@ class LatentTokenDecoder(nn.Module):
         return self.conv_out(x)
 
     def tail_mask(self, lengths: torch.Tensor, n: int) -> torch.Tensor:
-        """(B,) prefix lengths -> (B * heads, L, L) bool attention mask, True where a key is a dropped
-        latent (position >= lengths[b] among the n latents); L = 1 + grid² + n."""
+        """(B,) prefix lengths -> (B, L) bool key padding mask, True where a key is a dropped latent
+        (position >= lengths[b] among the n latents); L = 1 + grid² + n. Attention broadcasts it over
+        heads and queries (no (B * heads, L, L) mask is built)."""
         prefix = 1 + self.grid ** 2
         positions = torch.arange(prefix + n, device=lengths.device)
-        dropped = positions[None, :] >= prefix + lengths.to(torch.long)[:, None]  # (B, L)
-        heads = self.transformer[0].attn.num_heads
-        size = prefix + n
-        return repeat(dropped, "b k -> (b h) q k", h=heads, q=size)
+        return positions[None, :] >= prefix + lengths.to(torch.long)[:, None]
 
 
 class ConvRefiner(nn.Module):
