@@ -138,3 +138,53 @@ def test_training_crops_vary_between_draws_and_validation_is_fixed(image_folder)
     draws = [data.train_set[0] for _ in range(4)]
     assert any(not torch.equal(draws[0], d) for d in draws[1:])  # a new crop/flip each epoch
     assert torch.equal(data.val_set[0], data.val_set[0])
+
+
+def test_scale_crops_of_whole_photos(tmp_path):
+    """data.crop=scale: random squares from close-up to the whole short side, resized; an epoch of
+    samples_per_epoch draws cycling through the files; cache_images keeps each decoded photo once."""
+    from PIL import Image
+
+    from zoo.data import random_scale_crop
+    from zoo.training.data import ImageDataModule
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    ramp = torch.linspace(0, 255, 200).round().to(torch.uint8)
+    for name in ("ramp", "ramp2", "ramp3"):  # 200x120 horizontal grey ramps (one goes to validation)
+        Image.fromarray(ramp[None, :, None].expand(120, 200, 3).numpy()).save(folder / f"{name}.png")
+    Image.new("RGB", (20, 30), (200, 10, 10)).save(folder / "small.png")  # smaller than 32: scaled up
+    data = ImageDataModule(str(folder), 32, batch_size=4, val_fraction=0.01, crop="scale", samples_per_epoch=30,
+                           cache_images=True)
+    data.setup()
+    assert len(data.train_set) == 30 and len(data.train_set.files) == 3
+    torch.manual_seed(0)
+    crops = [data.train_set[i] for i in range(30)]
+    assert all(c.shape == (3, 32, 32) and 0 <= c.min() and c.max() <= 1 for c in crops)
+    ramp_crops = [c for c in crops if c[1].std() > 0]  # the red square has no green
+    spans = [float(c[0, 0].max() - c[0, 0].min()) for c in ramp_crops]
+    assert max(spans) > 2 * min(spans)  # squares of several sizes: the ramp spans more in larger ones
+    assert set(data.train_set.cache) == set(data.train_set.files)
+    g = torch.Generator().manual_seed(3)
+    photo = Image.open(folder / "ramp.png").convert("RGB")
+    a = random_scale_crop(photo, 32, generator=g)
+    assert torch.equal(a, random_scale_crop(photo, 32, generator=torch.Generator().manual_seed(3)))
+    with pytest.raises(ConfigError, match="crop"):
+        ImageDataModule(str(folder), 32, crop="random")
+    with pytest.raises(ConfigError, match="samples_per_epoch"):
+        ImageDataModule(str(folder), 32, samples_per_epoch=0)
+
+
+def test_image_module_init_from_a_saved_model(tmp_path):
+    """module.init_from starts an image run from saved weights; another model's weights are refused."""
+    from zoo.errors import CheckpointError
+    from zoo.training.module import ImageTokenizerModule
+
+    torch.manual_seed(0)
+    source = zoo.create("titok_nano_32", image_size=32, num_tokens=16)
+    source.save_pretrained(tmp_path / "m")
+    module = ImageTokenizerModule("titok_nano_32", {"image_size": 32, "num_tokens": 16}, init_from=str(tmp_path / "m"))
+    theirs = source.state_dict()
+    assert all(torch.equal(v, theirs[k]) for k, v in module.model.state_dict().items())
+    with pytest.raises(CheckpointError, match="differs"):
+        ImageTokenizerModule("titok_nano_32", init_from=str(tmp_path / "m"))  # 64 px, 32 tokens: another config
