@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from zoo.errors import ConfigError
+from zoo.splits import train_val_indices
 from zoo.tokens.shards import ShardError, ShardReader, read_manifest
 from zoo.tokens.vocab import flat_length, flat_vocab_size, flatten_levels
 
@@ -158,10 +159,9 @@ class TokenDataModule(L.LightningDataModule):
         n = len(self.dataset)
         if n == 0:
             raise ShardError(f"token shards {self.root} hold no items")
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed)).tolist()
-        n_val = max(1, int(round(n * self.val_fraction))) if n > 1 else 0
-        self.val_set = Subset(self.dataset, perm[:n_val] or perm)
-        self.train_set = Subset(self.dataset, perm[n_val:] or perm)
+        train, val = train_val_indices(n, self.val_fraction, self.seed)
+        self.val_set = Subset(self.dataset, val or train)
+        self.train_set = Subset(self.dataset, train or val)
 
     def _loader(self, ds: Dataset, train: bool) -> DataLoader:
         return DataLoader(ds, batch_size=self.batch_size, shuffle=train, collate_fn=self.dataset.collate,

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from zoo.audio import AUDIO_EXTENSIONS, load_audio
 from zoo.data import list_files
 from zoo.errors import InputError
+from zoo.splits import train_val_indices
 
 log = logging.getLogger(__name__)
 
@@ -105,9 +106,8 @@ class AudioDataModule(L.LightningDataModule):
         """(train, val) readable files of the folder: a seeded shuffle, ``val_fraction`` held out
         (at least one file when there are two or more)."""
         files = readable_audio(self.root, self.limit)
-        perm = torch.randperm(len(files), generator=torch.Generator().manual_seed(self.seed)).tolist()
-        n_val = max(1, int(round(len(files) * self.val_fraction))) if len(files) > 1 else 0
-        return [files[i] for i in perm[n_val:]], [files[i] for i in perm[:n_val]]
+        train, val = train_val_indices(len(files), self.val_fraction, self.seed)
+        return [files[i] for i in train], [files[i] for i in val]
 
     def setup(self, stage: str | None = None) -> None:
         train, val = self.split_files()

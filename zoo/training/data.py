@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 from zoo.config import NonNegativeInt, PositiveInt, Range, check_kwargs
 from zoo.data import list_images, open_rgb, random_scale_crop, to_tensor
 from zoo.errors import InputError
+from zoo.splits import train_val_indices
 
 log = logging.getLogger(__name__)
 
@@ -114,10 +115,9 @@ class ImageDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         files = readable_images(self.root)
-        perm = torch.randperm(len(files), generator=torch.Generator().manual_seed(self.seed)).tolist()
-        n_val = max(1, int(round(len(files) * self.val_fraction))) if len(files) > 1 else 0
-        val = [files[i] for i in perm[:n_val]]
-        train = [files[i] for i in perm[n_val:]] or val
+        train_idx, val_idx = train_val_indices(len(files), self.val_fraction, self.seed)
+        val = [files[i] for i in val_idx]
+        train = [files[i] for i in train_idx] or val
         self.train_set = ImageFolder(train, self.image_size, train=True, crop=self.crop,
                                      length=self.samples_per_epoch, cache=self.cache_images)
         self.val_set = ImageFolder(val or train, self.image_size, train=False, cache=self.cache_images)
