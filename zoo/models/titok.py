@@ -31,6 +31,7 @@ from zoo.config import CheckedConfig, Fraction, NonNegativeFloat, PositiveFloat,
 from zoo.blocks import ConvPixelDecoder, LatentTokenDecoder, LatentTokenEncoder
 from zoo.models.base import ImageTokenizer
 from zoo.quantize import FLEXTOK_LEVELS, Quantizer, VectorQuantizer, VQConfig, make_quantizer
+from zoo.quantize.checks import check_levels
 from zoo.registry import register_model
 
 # ViT sizes (width, depth, heads) as in the paper (Table 6 / official configs).
@@ -93,8 +94,7 @@ class TiTokConfig(CheckedConfig):
         self.require(not self.grid_seeded or self.num_tokens % grid2 == 0, "num_tokens",
                      f"a multiple of the {grid2} patches with grid_seeded=True")
         if self.quantizer == "fsq":
-            self.require(len(self.fsq_levels) > 0 and all(isinstance(v, int) and v >= 3 for v in self.fsq_levels),
-                         "fsq_levels", "a non-empty list of integers >= 3")
+            check_levels(type(self).__name__, self.fsq_levels, 3, name="fsq_levels")
             self.require(self.token_dim == len(self.fsq_levels), "token_dim",
                          f"len(fsq_levels) = {len(self.fsq_levels)} with quantizer='fsq'")
 

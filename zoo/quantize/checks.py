@@ -55,18 +55,19 @@ def check_bool(owner: str, name: str, value: Any) -> bool:
     return value
 
 
-def check_levels(owner: str, value: Any, minimum: int) -> tuple[int, ...]:
-    """FSQ levels: a non-empty list of ints >= ``minimum`` (8.7 is refused, never truncated)."""
+def check_levels(owner: str, value: Any, minimum: int, name: str = "levels") -> tuple[int, ...]:
+    """FSQ levels (the field ``name`` of ``owner``): a non-empty list of ints >= ``minimum`` (8.7 is
+    refused, never truncated)."""
     if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
-        raise ConfigError(f"{_where(owner, 'levels')} must be a list of ints >= {minimum}, got {value!r}")
+        raise ConfigError(f"{_where(owner, name)} must be a list of ints >= {minimum}, got {value!r}", field=name)
     levels = tuple(value)
     if not levels or any(isinstance(v, bool) or not isinstance(v, numbers.Integral) or int(v) < minimum
                          for v in levels):
-        raise ConfigError(f"{_where(owner, 'levels')} must be a non-empty list of ints >= {minimum}, "
-                          f"got {list(levels)}")
+        raise ConfigError(f"{_where(owner, name)} must be a non-empty list of ints >= {minimum}, "
+                          f"got {list(levels)}", field=name)
     if math.prod(int(v) for v in levels) > 2 ** 62:
-        raise ConfigError(f"{_where(owner, 'levels')} give {math.prod(int(v) for v in levels)} codes; "
-                          "ids are int64: at most 2**62")
+        raise ConfigError(f"{_where(owner, name)} give {math.prod(int(v) for v in levels)} codes; "
+                          "ids are int64: at most 2**62", field=name)
     return tuple(int(v) for v in levels)
 
 
