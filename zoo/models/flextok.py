@@ -38,6 +38,7 @@ from zoo.config import CheckedConfig, Fraction, NonNegativeInt, PositiveFloat, P
 from zoo.errors import InputError
 from zoo.models.base import ImageTokenizer, TokenizerOutput, _frozen
 from zoo.quantize import FLEXTOK_LEVELS, make_quantizer
+from zoo.quantize.checks import check_levels
 from zoo.registry import register_model
 from zoo.validation import check_ids, check_images
 
@@ -84,8 +85,7 @@ class FlexTokConfig(CheckedConfig):
             width = getattr(self, f"{part}_width")
             self.require(width % self.head_dim == 0, f"{part}_width", f"a multiple of head_dim ({self.head_dim})")
             self.require(width % 4 == 0, f"{part}_width", "a multiple of 4 (2D sin-cos position embedding)")
-        self.require(len(self.levels) >= 1 and all(int(v) >= 2 for v in self.levels), "levels",
-                     "FSQ levels, each >= 2")
+        check_levels(type(self).__name__, self.levels, 3)  # what the FSQ regularizer itself accepts
         self.require(self.nested_dropout != "pow2" or self.num_registers & (self.num_registers - 1) == 0,
                      "num_registers", "a power of two with nested_dropout='pow2'")
         self.require(self.repa_dim == 0 or self.repa_layer < self.decoder_depth, "repa_layer",
