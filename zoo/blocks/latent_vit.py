@@ -125,15 +125,16 @@ class LatentTokenDecoder(nn.Module):
         x = self.decoder_embed(latents) + self.latent_token_positional_embedding[:n]
         masks = repeat(self.mask_token, "1 1 d -> b g d", b=b, g=self.grid ** 2)
         cls = repeat(self.class_embedding, "1 d -> b 1 d", b=b)
+        dropped = None if lengths is None else self.tail_mask(lengths, n)  # (B, L)
         if self.grid_seeded:
             # patch j's mask token also starts from the mean of the latents patch j seeded (absent
             # ones, beyond a shorter prefix or a sample's length, count as zeros)
-            seeds = x if lengths is None else x * (torch.arange(n, device=x.device) < lengths[:, None]).unsqueeze(-1)
+            seeds = x if dropped is None else x * ~dropped[:, -n:, None]
             masks = masks + reduce(F.pad(seeds, (0, 0, 0, self.num_latent - n)), "b (g k) d -> b g d", "mean",
                                    g=self.grid ** 2)
         masks = torch.cat([cls, masks], dim=1) + self.positional_embedding
         x = self.ln_pre(torch.cat([masks, x], dim=1))
-        x = self.transformer(x, key_padding_mask=None if lengths is None else self.tail_mask(lengths, n))
+        x = self.transformer(x, key_padding_mask=dropped)
         x = self.ln_post(x[:, 1:1 + self.grid ** 2])
         x = rearrange(x, "b (h w) d -> b d h w", h=self.grid, w=self.grid)
         x = self.ffn(x)
