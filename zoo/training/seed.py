@@ -38,6 +38,7 @@ from zoo.data import open_rgb, to_tensor
 from zoo.errors import ConfigError, InputError
 from zoo.models.seed import SEED
 from zoo.training.data import ImageDataModule
+from zoo.training.pretrained import pretrained_state
 
 STAGE_PARTS = {
     1: ("qformer", "query_tokens", "ln_vision"),
@@ -169,8 +170,7 @@ class SEEDModule(L.LightningModule):
         if not isinstance(model, SEED):
             raise ConfigError(f"the seed task trains SEED models, got {type(model).__name__}")
         if init_from:
-            from zoo import from_pretrained
-            model.load_state_dict(from_pretrained(init_from).state_dict())
+            model.load_state_dict(pretrained_state(init_from, model))
         self.model = model
         self.stage = stage
         model.requires_grad_(False)
