@@ -58,6 +58,11 @@ def photo_sources(hold_out: set[str]) -> list[Path]:
     return paths
 
 
+def shrink(im: Image.Image, scale: float) -> Image.Image:
+    """``im`` scaled by ``scale`` < 1 (Lanczos); unchanged for ``scale`` >= 1."""
+    return im.resize((round(im.width * scale), round(im.height * scale)), Image.LANCZOS) if scale < 1 else im
+
+
 def load(path: Path, min_side: int = 160, max_side: int = 1600) -> Image.Image | None:
     try:
         with Image.open(path) as im:
@@ -66,10 +71,7 @@ def load(path: Path, min_side: int = 160, max_side: int = 1600) -> Image.Image |
             im = im.convert("RGB")
     except (OSError, ValueError, Image.DecompressionBombError):
         return None
-    if max(im.size) > max_side:
-        scale = max_side / max(im.size)
-        im = im.resize((round(im.width * scale), round(im.height * scale)), Image.LANCZOS)
-    return im
+    return shrink(im, max_side / max(im.size))
 
 
 def write_sources(out: Path, paths: list[Path], short_side: int, quality: int = 85) -> None:
@@ -80,9 +82,7 @@ def write_sources(out: Path, paths: list[Path], short_side: int, quality: int = 
     for p in paths:
         if (im := load(p)) is None:
             continue
-        scale = short_side / min(im.size)
-        if scale < 1:
-            im = im.resize((round(im.width * scale), round(im.height * scale)), Image.LANCZOS)
+        im = shrink(im, short_side / min(im.size))
         im.save(out / f"{len(used):04d}_{p.stem}.webp", quality=quality)
         used.append(p)
     (out.parent / f"{out.name}_sources.txt").write_text("\n".join(map(str, used)) + "\n")
